@@ -1,0 +1,81 @@
+"""The `ems-ray` command: one sub-command per pipeline stage, each a thin call into its stage."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ems_ray.space import Encoding, preset_names, resolve_space
+
+
+def _cmd_space_show(args: argparse.Namespace) -> None:
+    space = resolve_space(args.preset)
+    enc = Encoding(space)
+    print(f"search space '{space.name}': input {space.image_channels}x{space.input_resolution}^2, "
+          f"{len(space.slots)} block slots, encoding {enc.version}: {enc.fp_dim} FP + {enc.quant_dim} quant "
+          f"= {enc.dim} features")
+    for s in space.slots:
+        print(f"  slot {s.index:2d} stage {s.stage} pos {s.position}: {s.in_channels:4d}->{s.out_channels:4d} "
+              f"stride {s.stride} {s.in_resolution}->{s.out_resolution}px mid {s.mid_choices[0]}..{s.mid_choices[-1]} "
+              f"({len(s.mid_choices)} choices)")
+
+
+def _cmd_lut_build(args: argparse.Namespace) -> None:
+    from ems_ray.hardware import build_lut
+
+    space = resolve_space(args.preset)
+    t0 = time.perf_counter()
+    table = build_lut(space, progress=True)
+    out = Path(args.out) / f"lut-{space.name}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.save(out)
+    print(f"built {out} in {time.perf_counter() - t0:.1f} s")
+    print(table.summary())
+
+
+def _cmd_train_supernet(args: argparse.Namespace) -> None:
+    from ems_ray.config import load_run_config
+    from ems_ray.train import run_supernet_stage
+
+    overrides = {"supernet.workers": args.workers} if args.workers else {}
+    cfg = load_run_config(args.config, overrides)
+    run_supernet_stage(cfg, use_ray=not args.local)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ems-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    space = sub.add_parser("space", help="inspect search spaces").add_subparsers(dest="action", required=True)
+    show = space.add_parser("show", help="print a preset's block slots and encoding size")
+    show.add_argument("--preset", default="fmnist-small", help=f"one of {preset_names()} or a YAML path")
+    show.set_defaults(func=_cmd_space_show)
+
+    lut = sub.add_parser("lut", help="BitFusion latency/energy lookup tables").add_subparsers(dest="action", required=True)
+    build = lut.add_parser("build", help="evaluate the hardware model for every layer a space can produce")
+    build.add_argument("--preset", default="fmnist-small", help=f"one of {preset_names()} or a YAML path")
+    build.add_argument("--out", default="runs/lut", help="output folder (default: runs/lut)")
+    build.set_defaults(func=_cmd_lut_build)
+
+    train = sub.add_parser("train-supernet", help="progressive-shrinking training on Ray Train")
+    train.add_argument("--config", required=True, help="run config YAML (e.g. configs/fmnist-quick.yaml)")
+    train.add_argument("--workers", type=int, help="override supernet.workers")
+    train.add_argument("--local", action="store_true", help="run in this process, without Ray")
+    train.set_defaults(func=_cmd_train_supernet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # configuration and data problems: one clear message, no traceback
+        print(f"ems-ray: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

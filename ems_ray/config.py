@@ -1,0 +1,89 @@
+"""The run config: one YAML file with a section per pipeline stage.
+
+`load_run_config` turns pydantic's validation errors into a `ConfigError` that names the file,
+each bad field (dotted path) and what is allowed, before any work starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ems_ray.data import DataConfig
+from ems_ray.space import SearchSpace, resolve_space
+from ems_ray.train.config import SupernetTrainConfig
+
+
+class ConfigError(ValueError):
+    """An invalid or unreadable config file; the message lists every problem."""
+
+
+class RayConfig(BaseModel):
+    """How to reach (or start) Ray. Local sessions bind the dashboard to localhost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="cluster address; None starts a local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all)")
+    num_gpus: int | None = Field(None, ge=0)
+    include_dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+
+
+class RunConfig(BaseModel):
+    """Everything one pipeline run needs; each stage reads its own section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    run_dir: Path
+    seed: int = 0
+    space: str = Field("fmnist-small", description="preset name or path to a search-space YAML")
+    data: DataConfig = Field(default_factory=DataConfig)
+    supernet: SupernetTrainConfig
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("space")
+    @classmethod
+    def _space_exists(cls, v: str) -> str:
+        try:
+            resolve_space(v)  # raises with the allowed preset names
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    def search_space(self) -> SearchSpace:
+        return resolve_space(self.space)
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def load_run_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Read and validate a run config; `overrides` are merged on top (dotted keys allowed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: invalid config:\n  " + "\n  ".join(format_validation_error(err))) from None

@@ -1,0 +1,112 @@
+"""Parameters of the BitFusion accelerator (Sharma et al., ISCA 2018) that the cost model reads.
+
+Defaults are the published configuration (16x32 Fusion Units, 500 MHz, 45 nm energy figures);
+change them to explore other BitFusion-like designs. Every LUT records a hash of this object so a
+table built for one configuration is never read as if it were for another.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+KIB_BITS = 1024 * 8
+
+
+class BitFusionConfig(BaseModel):
+    """One BitFusion configuration: array shape, memories, and the energy of each event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # ----- compute array -----------------------------------------------------------------
+    rows: int = Field(16, ge=1, description="N: Fusion-Unit rows; the reduction (input) axis")
+    columns: int = Field(32, ge=1, description="M: Fusion-Unit columns; one output channel each")
+    frequency_mhz: float = Field(500.0, gt=0, description="clock of the array and its buffers")
+    max_bits: int = Field(8, ge=2, le=16, description="widest operand a Fusion Unit takes in one pass")
+    min_bits: int = Field(2, ge=1, le=8, description="BitBrick width; narrower operands run at this width")
+    # ----- memories ----------------------------------------------------------------------
+    dram_bits_per_cycle: int = Field(192, ge=1, description="DRAM interface width per array cycle")
+    weight_sram_kib: float = Field(64.0, gt=0, description="weight buffer (WBUF), both halves")
+    activation_sram_kib: float = Field(32.0, gt=0, description="input buffer (IBUF), both halves")
+    output_sram_kib: float = Field(16.0, gt=0, description="output buffer (OBUF), both halves")
+    double_buffered: bool = Field(True, description="a tile may use half of each buffer; the other half prefetches")
+    partial_sum_bits: int = Field(32, ge=8, le=64, description="accumulator width held in the OBUF")
+    output_bits: int = Field(
+        32, ge=1, le=64,
+        description="bits per output element written back to DRAM; 32 follows the authors' simulator "
+        "(unquantized partial sums leave the chip), 8 models on-chip requantization",
+    )
+    # ----- energy (45 nm, from the BitFusion paper and its simulator's CACTI numbers) ------
+    core_pj_per_cycle: float = Field(235.1, ge=0, description="dynamic energy of the busy array per cycle")
+    weight_sram_read_pj_per_bit: float = Field(0.021, ge=0)
+    weight_sram_write_pj_per_bit: float = Field(0.029, ge=0)
+    activation_sram_read_pj_per_bit: float = Field(0.059, ge=0)
+    activation_sram_write_pj_per_bit: float = Field(0.114, ge=0)
+    output_sram_read_pj_per_bit: float = Field(0.033, ge=0)
+    output_sram_write_pj_per_bit: float = Field(0.073, ge=0)
+    dram_pj_per_bit: float = Field(15.0, ge=0)
+    leakage_nj_per_cycle: float = Field(0.46, ge=0, description="whole-chip leakage, charged over latency")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BitFusionConfig:
+        if self.min_bits > self.max_bits:
+            raise ValueError(f"min_bits ({self.min_bits}) must be <= max_bits ({self.max_bits})")
+        if self.partial_sum_bits < 2 * self.max_bits:
+            raise ValueError(
+                f"partial_sum_bits ({self.partial_sum_bits}) must hold a {self.max_bits}x{self.max_bits}-bit "
+                f"product: at least {2 * self.max_bits}"
+            )
+        for name in ("weight", "activation", "output"):
+            bits = self.buffer_bits(name)
+            if bits < self.max_bits * self.columns:
+                raise ValueError(f"{name}_sram_kib: {bits} usable bits cannot hold one row of operands")
+        return self
+
+    # ----- derived facts -----------------------------------------------------------------
+    def buffer_bits(self, name: str) -> int:
+        """Bits one tile may occupy in the 'weight', 'activation' or 'output' buffer."""
+        kib = {"weight": self.weight_sram_kib, "activation": self.activation_sram_kib,
+               "output": self.output_sram_kib}[name]
+        return int(kib * KIB_BITS) // (2 if self.double_buffered else 1)
+
+    def perf_factor(self, wbits: int | np.ndarray, abits: int | np.ndarray) -> int | np.ndarray:
+        """MACs one Fusion Unit does per cycle: floor(8/max(a,2)) * floor(8/max(w,2)); 6 bits run as 8."""
+        w = np.maximum(wbits, self.min_bits)
+        a = np.maximum(abits, self.min_bits)
+        pf = (self.max_bits // a) * (self.max_bits // w)
+        return int(pf) if np.ndim(pf) == 0 else pf
+
+    def check_bits(self, wbits: int, abits: int) -> None:
+        for name, bits in (("wbits", wbits), ("abits", abits)):
+            if not (1 <= bits <= self.max_bits) or int(bits) != bits:
+                raise ValueError(f"{name}: {bits} not supported; allowed values: 1..{self.max_bits}")
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        """At max_bits; multiply by `perf_factor` for narrower operands."""
+        return self.rows * self.columns
+
+    def cycles_to_ms(self, cycles: float | np.ndarray) -> float | np.ndarray:
+        return cycles / (self.frequency_mhz * 1e3)
+
+    def config_hash(self) -> str:
+        """Stable hash of every parameter; LUT files record it."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        peak_tops = self.peak_macs_per_cycle * self.frequency_mhz * 1e6 * 2 / 1e12
+        return (
+            f"BitFusion {self.rows}x{self.columns} @ {self.frequency_mhz:g} MHz "
+            f"({peak_tops:.2f} TOPS at {self.max_bits} bit, "
+            f"x{self.perf_factor(self.min_bits, self.min_bits)} at {self.min_bits} bit), "
+            f"DRAM {self.dram_bits_per_cycle} b/cycle, SRAM W/A/O {self.weight_sram_kib:g}/"
+            f"{self.activation_sram_kib:g}/{self.output_sram_kib:g} KiB"
+            f"{' double-buffered' if self.double_buffered else ''}"
+        )
+
+
+def ceil_div(a, b):
+    """Integer ceil(a / b) for ints or numpy arrays."""
+    return -(-a // b)
+

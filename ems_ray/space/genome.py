@@ -1,0 +1,145 @@
+"""Sub-nets as integer arrays of choice indices, for fast batched sampling and evolution.
+
+Row layout: one depth index per stage, then per block slot six indices
+(kernel, mid channels, pw-W, pw-A, dw-W, dw-A). Every index is < its column's choice count, so
+any array produced here is a valid sub-net by construction.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from .search_space import SearchSpace
+from .subnet import BlockConfig, SubnetConfig, validate_subnet
+
+GENES_PER_SLOT = 6
+KERNEL, MID, PW_W, PW_A, DW_W, DW_A = range(GENES_PER_SLOT)
+
+
+class Genome:
+    """Maps `SubnetConfig`s to and from int16 gene arrays and samples/mutates/crosses them."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.n_stages = len(space.stages)
+        self.n_slots = len(space.slots)
+        self.width = self.n_stages + GENES_PER_SLOT * self.n_slots
+
+    # ----- column facts ----------------------------------------------------------------------
+    @cached_property
+    def choice_counts(self) -> np.ndarray:
+        """Number of choices of every gene column."""
+        counts = [len(st.depth_choices) for st in self.space.stages]
+        bits = [len(b) for b in self.space.bits.as_tuple()]
+        for slot in self.space.slots:
+            counts += [len(self.space.kernel_choices), len(slot.mid_choices), *bits]
+        return np.asarray(counts, dtype=np.int16)
+
+    def slot_columns(self, gene: int) -> np.ndarray:
+        """Column index of one per-slot gene (KERNEL, MID, ...) for every slot."""
+        return self.n_stages + GENES_PER_SLOT * np.arange(self.n_slots) + gene
+
+    @cached_property
+    def _slot_stage(self) -> np.ndarray:
+        return np.asarray([sl.stage for sl in self.space.slots])
+
+    @cached_property
+    def _slot_position(self) -> np.ndarray:
+        return np.asarray([sl.position for sl in self.space.slots])
+
+    @cached_property
+    def _depth_values(self) -> list[np.ndarray]:
+        return [np.asarray(st.depth_choices) for st in self.space.stages]
+
+    def depths(self, genes: np.ndarray) -> np.ndarray:
+        """(n, n_stages) active depth of every stage."""
+        genes = np.atleast_2d(genes)
+        return np.stack([self._depth_values[s][genes[:, s]] for s in range(self.n_stages)], axis=1)
+
+    def active(self, genes: np.ndarray) -> np.ndarray:
+        """(n, n_slots) bool: which block slots the sub-net uses (the first d of each stage)."""
+        depths = self.depths(genes)
+        return self._slot_position[None, :] < depths[:, self._slot_stage]
+
+    def canonical(self, genes: np.ndarray) -> np.ndarray:
+        """Zero the genes of inactive slots, so equal networks have equal rows."""
+        genes = np.array(np.atleast_2d(genes), copy=True)
+        inactive = ~self.active(genes)
+        for g in range(GENES_PER_SLOT):
+            cols = self.slot_columns(g)
+            genes[:, cols] = np.where(inactive, 0, genes[:, cols])
+        return genes
+
+    # ----- sampling and evolution ------------------------------------------------------------
+    def sample(self, rng: np.random.Generator, n: int, fixed_bits: int | None = None) -> np.ndarray:
+        """n uniformly random sub-nets; `fixed_bits` pins every bit-width (e.g. FP sampling at 8)."""
+        genes = (rng.random((n, self.width)) * self.choice_counts).astype(np.int16)
+        return self.with_bits(genes, fixed_bits) if fixed_bits is not None else genes
+
+    def with_bits(self, genes: np.ndarray, bits: int) -> np.ndarray:
+        """Copy with every bit-width set to `bits` (must be a choice of each bit field)."""
+        genes = np.array(np.atleast_2d(genes), copy=True)
+        for g, choices in zip((PW_W, PW_A, DW_W, DW_A), self.space.bits.as_tuple()):
+            if bits not in choices:
+                raise ValueError(f"bits: {bits} not allowed; allowed values: {choices}")
+            genes[:, self.slot_columns(g)] = choices.index(bits)
+        return genes
+
+    def mutate(self, genes: np.ndarray, rng: np.random.Generator, prob: float = 0.1) -> np.ndarray:
+        """Resample each choice (each stage depth, each block's kernel/width/bits) with `prob`."""
+        genes = np.atleast_2d(genes)
+        fresh = self.sample(rng, len(genes))
+        return np.where(rng.random(genes.shape) < prob, fresh, genes).astype(np.int16)
+
+    def crossover(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each choice taken from parent a or b with equal probability."""
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+        return np.where(rng.random(a.shape) < 0.5, a, b).astype(np.int16)
+
+    def largest(self, bits: int | None = None) -> np.ndarray:
+        """The sub-net with every choice at its maximum (bits at max unless given)."""
+        genes = (self.choice_counts - 1).astype(np.int16)[None, :]
+        return self.with_bits(genes, bits) if bits is not None else genes
+
+    def smallest(self, bits: int | None = None) -> np.ndarray:
+        genes = np.zeros((1, self.width), dtype=np.int16)
+        return self.with_bits(genes, bits) if bits is not None else genes
+
+    # ----- conversion --------------------------------------------------------------------------
+    def to_config(self, row: np.ndarray) -> SubnetConfig:
+        sp = self.space
+        row = np.asarray(row).ravel()
+        bit_choices = sp.bits.as_tuple()
+        blocks = []
+        for slot in sp.slots:
+            g = row[self.n_stages + GENES_PER_SLOT * slot.index:][:GENES_PER_SLOT]
+            blocks.append(
+                BlockConfig(
+                    kernel=sp.kernel_choices[g[KERNEL]],
+                    mid_channels=slot.mid_choices[g[MID]],
+                    pw_w_bits=bit_choices[0][g[PW_W]],
+                    pw_a_bits=bit_choices[1][g[PW_A]],
+                    dw_w_bits=bit_choices[2][g[DW_W]],
+                    dw_a_bits=bit_choices[3][g[DW_A]],
+                )
+            )
+        depths = [st.depth_choices[row[s]] for s, st in enumerate(sp.stages)]
+        return SubnetConfig(space=sp.name, depths=depths, blocks=blocks)
+
+    def to_configs(self, genes: np.ndarray) -> list[SubnetConfig]:
+        return [self.to_config(row) for row in np.atleast_2d(genes)]
+
+    def from_config(self, cfg: SubnetConfig) -> np.ndarray:
+        """Gene row of a config; validates it first, so bad configs fail with field names."""
+        sp = self.space
+        validate_subnet(sp, cfg)
+        row = [st.depth_choices.index(d) for st, d in zip(sp.stages, cfg.depths)]
+        bit_choices = sp.bits.as_tuple()
+        for slot, block in zip(sp.slots, cfg.blocks):
+            row += [sp.kernel_choices.index(block.kernel), slot.mid_choices.index(block.mid_channels)]
+            row += [choices.index(b) for choices, b in zip(bit_choices, block.bits())]
+        return np.asarray(row, dtype=np.int16)
+
+    def from_configs(self, configs: list[SubnetConfig]) -> np.ndarray:
+        return np.stack([self.from_config(c) for c in configs]) if configs else np.zeros((0, self.width), np.int16)

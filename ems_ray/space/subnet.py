@@ -1,0 +1,98 @@
+"""Sub-network configs: one point of the joint architecture × pruning × quantization space."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from pydantic import BaseModel, ConfigDict, PositiveInt
+
+if TYPE_CHECKING:
+    from .search_space import SearchSpace
+
+
+class InvalidSubnetError(ValueError):
+    """A sub-net config that its search space cannot produce; lists every problem found."""
+
+    def __init__(self, space_name: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            f"invalid sub-net for search space '{space_name}':\n  " + "\n  ".join(problems)
+        )
+
+
+class BlockConfig(BaseModel):
+    """Choices of one block slot; ignored when the stage depth leaves the slot inactive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kernel: PositiveInt
+    mid_channels: PositiveInt
+    pw_w_bits: PositiveInt = 8
+    pw_a_bits: PositiveInt = 8
+    dw_w_bits: PositiveInt = 8
+    dw_a_bits: PositiveInt = 8
+
+    def bits(self) -> tuple[int, int, int, int]:
+        return (self.pw_w_bits, self.pw_a_bits, self.dw_w_bits, self.dw_a_bits)
+
+
+class SubnetConfig(BaseModel):
+    """Depth per stage, and kernel / mid channels / four bit-widths for every block slot.
+
+    Every slot carries a `BlockConfig`, active or not, so that mutation and crossover work on a
+    fixed-length genome; `SearchSpace.active_slots` tells which ones the network uses.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    space: str
+    depths: list[PositiveInt]
+    blocks: list[BlockConfig]
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, source: str | Path, space: SearchSpace | None = None) -> SubnetConfig:
+        """Load (YAML file path or text); validated against `space` when given."""
+        text = source if isinstance(source, str) and "\n" in source else Path(source).read_text()
+        cfg = cls.model_validate(yaml.safe_load(text))
+        if space is not None:
+            validate_subnet(space, cfg)
+        return cfg
+
+
+def validate_subnet(space: SearchSpace, cfg: SubnetConfig) -> SubnetConfig:
+    """Raise `InvalidSubnetError` naming each bad field and its allowed values."""
+    problems: list[str] = []
+    if cfg.space != space.name:
+        problems.append(f"space: '{cfg.space}' does not match the search space '{space.name}'")
+    if len(cfg.depths) != len(space.stages):
+        problems.append(f"depths: {len(cfg.depths)} entries, the space has {len(space.stages)} stages")
+    else:
+        for s, (d, stage) in enumerate(zip(cfg.depths, space.stages)):
+            if d not in stage.depth_choices:
+                problems.append(f"depths[{s}]: {d} not allowed; allowed values: {stage.depth_choices}")
+    if len(cfg.blocks) != len(space.slots):
+        problems.append(f"blocks: {len(cfg.blocks)} entries, the space has {len(space.slots)} block slots")
+    else:
+        allowed_bits = dict(zip(("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits"), space.bits.as_tuple()))
+        for slot, block in zip(space.slots, cfg.blocks):
+            where = f"blocks[{slot.index}]"
+            if block.kernel not in space.kernel_choices:
+                problems.append(f"{where}.kernel: {block.kernel} not allowed; allowed values: {space.kernel_choices}")
+            if block.mid_channels not in slot.mid_choices:
+                problems.append(
+                    f"{where}.mid_channels: {block.mid_channels} not allowed; allowed values: {list(slot.mid_choices)}"
+                )
+            for name, allowed in allowed_bits.items():
+                value = getattr(block, name)
+                if value not in allowed:
+                    problems.append(f"{where}.{name}: {value} not allowed; allowed values: {allowed}")
+    if problems:
+        raise InvalidSubnetError(space.name, problems)
+    return cfg

@@ -1,0 +1,67 @@
+"""The trained super network on disk: weights plus the search space they belong to.
+
+Later stages (collection, final model) load this file; a file trained for another space fails
+clearly instead of with a state-dict shape error.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ems_ray.space import SearchSpace
+
+SUPERNET_FORMAT = "ems-ray-supernet-v1"
+
+
+class SupernetFileError(ValueError):
+    """A super-network file that is missing, unreadable, or for another search space."""
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    return hashlib.sha256(space.to_yaml().encode()).hexdigest()[:16]
+
+
+def save_supernet(path: Path, space: SearchSpace, state_dict: dict, metadata: dict | None = None) -> Path:
+    """Write atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": SUPERNET_FORMAT, "space_name": space.name, "space_yaml": space.to_yaml(),
+        "space_fingerprint": space_fingerprint(space), "state_dict": state_dict,
+        "metadata": metadata or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_supernet_file(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SupernetFileError(f"super-network checkpoint not found: {path} (run `ems-ray train-supernet` first)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SupernetFileError(f"cannot read super-network checkpoint {path}: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != SUPERNET_FORMAT:
+        raise SupernetFileError(f"{path} is not an ems-ray super-network file (expected format {SUPERNET_FORMAT})")
+    return blob
+
+
+def load_supernet(path: Path, space: SearchSpace | None = None):
+    """The trained `ElasticSuperNet` in eval mode; checks it matches `space` when given."""
+    from .network import ElasticSuperNet
+
+    blob = read_supernet_file(path)
+    saved = SearchSpace.from_yaml(blob["space_yaml"])
+    if space is not None and space_fingerprint(space) != blob["space_fingerprint"]:
+        raise SupernetFileError(
+            f"{path} was trained for search space '{saved.name}' ({blob['space_fingerprint']}), "
+            f"not for '{space.name}' ({space_fingerprint(space)})"
+        )
+    net = ElasticSuperNet(saved)
+    net.load_state_dict(blob["state_dict"])
+    return net.eval()

@@ -1,0 +1,61 @@
+"""The super-network stage of a run: train (or resume) into `<run_dir>/supernet/`."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ems_ray.data import build_splits
+from ems_ray.supernet.checkpoint import save_supernet
+
+from .checkpoints import LocalSession
+from .progressive import LoopInputs, train_supernet
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+
+SUPERNET_FILE = "supernet.pt"
+
+
+def schedule_fingerprint(cfg: RunConfig) -> str:
+    """What makes two runs the same training run (resources may change between resumes)."""
+    keep = {"space": cfg.search_space().model_dump(mode="json"), "seed": cfg.seed,
+            "data": cfg.data.model_dump(mode="json"),
+            "train": cfg.supernet.model_dump(mode="json", exclude={"workers", "use_gpu", "cpus_per_worker",
+                                                                   "max_failures", "threads_per_worker"})}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
+    """Train the super network unless `<run_dir>/supernet/supernet.pt` already exists."""
+    out = Path(cfg.run_dir) / "supernet"
+    final = out / SUPERNET_FILE
+    if final.is_file():
+        print(f"[train] {final} exists: stage already done")
+        return final
+    space = cfg.search_space()
+    build_splits(cfg.data)  # fail on missing data before any worker starts
+    fingerprint = schedule_fingerprint(cfg)
+    marker = out / "schedule.json"
+    if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"{out} holds a training run with a different space/data/schedule; "
+            "use another run_dir, or delete that folder to start over"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+    inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed)
+    if use_ray:
+        from ems_ray.ray_session import ray_session
+
+        from .ray_trainer import fit_on_ray
+
+        with ray_session(cfg.ray):
+            state = fit_on_ray(inputs, storage=out / "ray")
+    else:
+        state = train_supernet(inputs, LocalSession(out / "checkpoints"))
+    (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+    save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1]})
+    print(f"[train] wrote {final}")
+    return final

@@ -1,0 +1,59 @@
+"""Progressive shrinking under Ray Train: 2 DDP workers, a killed worker, and resume."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ems_ray.config import RayConfig, RunConfig
+from ems_ray.supernet.checkpoint import load_supernet
+from ems_ray.train import run_supernet_stage
+
+from tiny_configs import tiny_inputs
+
+pytestmark = pytest.mark.ray
+
+
+class KillOnce:
+    """Log sink (to a file) that kills its worker the first time it sees a given epoch finish."""
+
+    def __init__(self, marker: Path, epoch: int):
+        self.marker, self.epoch = marker, epoch
+        self.log = marker.with_suffix(".log")
+
+    def __call__(self, line: str) -> None:
+        with open(self.log, "a") as f:
+            f.write(line + "\n")
+        if f"epoch {self.epoch}/" in line and not self.marker.exists():
+            self.marker.write_text("killed")
+            os._exit(1)
+
+
+def test_two_workers_survive_a_killed_worker_and_resume(ray_local, tmp_path, monkeypatch):
+    base = tiny_inputs()
+    cfg = RunConfig(
+        name="tiny", run_dir=tmp_path / "run", seed=base.seed, space="fmnist-small", data=base.data,
+        supernet=base.train.model_copy(update={"workers": 2, "cpus_per_worker": 1, "max_failures": 2}),
+        ray=RayConfig(num_cpus=2),
+    )
+    marker = tmp_path / "killed"
+    # workers cannot import this test module: ship KillOnce by value
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # the kill happens in a Ray worker: the log sink travels with the loop inputs
+    import ems_ray.train.stage as stage
+
+    real = stage.LoopInputs
+    monkeypatch.setattr(stage, "LoopInputs", lambda **kw: real(**kw, log=KillOnce(marker, 2)))
+    path = run_supernet_stage(cfg, use_ray=True)
+    assert marker.exists(), "the worker was never killed"
+    # the restarted worker group resumed from the epoch-1 checkpoint instead of starting over
+    log = marker.with_suffix(".log").read_text()
+    assert "resumed after epoch 1 of 3" in log
+    assert log.count("epoch 1/3") == 1 and log.count("epoch 2/3") == 2
+    net = load_supernet(path, cfg.search_space())
+    history = json.loads((tmp_path / "run" / "supernet" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert net is not None
