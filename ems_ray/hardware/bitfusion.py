@@ -12,12 +12,14 @@ How a layer runs (see docs/hardware.md for the reasoning and the checks):
   one of the 3! orders. An operand is re-fetched from DRAM each time a loop that does not index
   it repeats, unless everything the inner loops touch stays resident; partial sums that cannot
   stay on chip across input-channel tiles spill to DRAM and come back.
+* Depthwise layers use a block-diagonal mapping (`_depthwise_cycles`): ceil(C/g) * oh * ow * k^2
+  cycles with g = min(M, N*pf) channels per pass, because a row broadcasts one input to all columns.
 * DRAM transfers overlap compute (double buffering): latency = first-tile fill
-  + max(compute, remaining transfers) + last-tile drain.
+  + max(compute + per-tile pipeline fill/drain, remaining transfers) + last-tile drain.
 * Energy = busy array cycles + SRAM reads/writes per bit + DRAM per bit + leakage over latency.
 
-The (tiling, order) with the fewest cycles is chosen (ties: least energy) by evaluating every
-candidate at once with numpy.
+Every (tiling, order) candidate is evaluated at once with numpy; latency is that of the fastest
+(ties: least energy), energy that of the least-energy one (see `LayerCost`).
 """
 from __future__ import annotations
 
@@ -53,24 +55,61 @@ class Tiling:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """One way to run a layer: tiling and loop order, with what it costs."""
+
+    tiling: Tiling
+    loop_order: tuple[str, ...]  # outer -> inner
+    cycles: int
+    compute_cycles: int  # MAC passes of the array: the formula in the module docstring
+    array_cycles: int  # compute_cycles plus the per-tile pipeline fill/drain
+    memory_cycles: int  # all DRAM transfers back to back
+    dram_bits: int
+    energy_mj: float
+    energy_core_mj: float
+    energy_sram_mj: float
+    energy_dram_mj: float
+    energy_leakage_mj: float
+
+
+@dataclass(frozen=True)
 class LayerCost:
-    """Cost of one layer at one (wbits, abits), batch 1."""
+    """Cost of one layer at one (wbits, abits), batch 1.
+
+    latency comes from the fastest schedule, energy from the least-energy one: a compiler tuned
+    for the budget at hand (the paper constrains latency or energy) would pick that schedule, and
+    taking each as a minimum keeps both monotone in the bit-widths. They are usually the same
+    schedule; memory-bound layers always tie.
+    """
 
     layer: ConvLayer
     wbits: int
     abits: int
     latency_ms: float
     energy_mj: float
-    cycles: int
-    compute_cycles: int
-    dram_bits: int
     macs: int
-    tiling: Tiling
-    loop_order: tuple[str, ...]  # outer -> inner
-    energy_core_mj: float
-    energy_sram_mj: float
-    energy_dram_mj: float
-    energy_leakage_mj: float
+    fastest: Schedule
+    least_energy: Schedule
+
+    @property
+    def cycles(self) -> int:
+        return self.fastest.cycles
+
+    @property
+    def compute_cycles(self) -> int:
+        return self.fastest.compute_cycles
+
+    @property
+    def dram_bits(self) -> int:
+        return self.fastest.dram_bits
+
+    @property
+    def tiling(self) -> Tiling:
+        return self.fastest.tiling
+
+    @property
+    def loop_order(self) -> tuple[str, ...]:
+        return self.fastest.loop_order
 
     @property
     def bitops(self) -> int:
@@ -78,19 +117,23 @@ class LayerCost:
 
     @property
     def memory_bound(self) -> bool:
-        return self.cycles > self.compute_cycles * 1.05
+        """The fastest schedule's DRAM transfers take longer than its array work."""
+        return self.fastest.memory_cycles > self.fastest.array_cycles
 
 
-def _tile_sizes(extent: int, unit: int) -> np.ndarray:
-    """Tile extents to try along one axis: unit-multiples that are powers of two, even splits of
-    the extent (which waste no partial tile), and the whole extent."""
-    units = ceil_div(extent, unit)
-    counts = {units}
-    j = 1
-    while j < units:
-        counts |= {j, ceil_div(units, j)}
-        j *= 2
-    return np.asarray(sorted({min(extent, c * unit) for c in counts}), dtype=np.int64)
+# Tile extents, in units of the axis' natural granularity: powers of two and 1.5x powers of two.
+# The set does not depend on the layer, so a layer that is smaller along an axis can always use
+# (a clipped copy of) any tile a larger one uses: the chosen cost never grows when a layer shrinks.
+TILE_STEPS = tuple(sorted({2 ** i for i in range(14)} | {3 * 2 ** i for i in range(13)}))
+
+
+def _tile_sizes(extent: int, unit: int, fine: bool = False) -> np.ndarray:
+    """Tile extents to try along one axis: unit * TILE_STEPS below the extent, and the extent;
+    `fine` adds sub-unit powers of two for layers whose smallest regular tile does not fit."""
+    sizes = {unit * s for s in TILE_STEPS if unit * s < extent} | {extent}
+    if fine:
+        sizes |= {2 ** i for i in range(unit.bit_length()) if 2 ** i < min(unit, extent)}
+    return np.asarray(sorted(sizes), dtype=np.int64)
 
 
 def _sum_ceil(extent, tile, unit):
@@ -160,13 +203,13 @@ class BitFusionModel:
         return total
 
     # ----- the model -------------------------------------------------------------------------
-    def _candidates(self, layer: ConvLayer) -> dict[str, np.ndarray]:
+    def _candidates(self, layer: ConvLayer, fine: bool = False) -> dict[str, np.ndarray]:
         """Every (channel tile, input-channel tile, row tile, column tile) whose partial sums fit
         the output buffer; weight and input fit depends on the bits and is checked later."""
         cfg = self.config
         depthwise = layer.kind == "dw"
-        oc = _tile_sizes(layer.out_channels, min(cfg.rows, cfg.columns) if depthwise else cfg.columns)
-        ic = np.zeros(1, dtype=np.int64) if depthwise else _tile_sizes(layer.in_channels, cfg.rows)
+        oc = _tile_sizes(layer.out_channels, min(cfg.rows, cfg.columns) if depthwise else cfg.columns, fine)
+        ic = np.zeros(1, dtype=np.int64) if depthwise else _tile_sizes(layer.in_channels, cfg.rows, fine)
         oh = _tile_sizes(layer.out_h, 1)
         ow = _tile_sizes(layer.out_w, 1)
         grid = np.stack(np.meshgrid(np.arange(len(oc)), np.arange(len(ic)), np.arange(len(oh)),
@@ -180,9 +223,25 @@ class BitFusionModel:
             raise ValueError(f"{layer.describe()}: no tile's partial sums fit the output buffer")
         return {k: v[keep][None, :] for k, v in cand.items()}
 
-    def _evaluate(self, layer: ConvLayer, bits: np.ndarray) -> list[LayerCost]:
+    def _depthwise_cycles(self, layer: ConvLayer, channel_tile: np.ndarray, pf: np.ndarray):
+        """Array passes of a depthwise layer, and the reduction lanes each pass uses.
+
+        Block-diagonal mapping: a block of g = min(M, N*pf) channels runs as a dense g->g conv
+        whose weights are zero off the diagonal. As for dense layers (the K^2 factor of the cycle
+        formula), kernel taps iterate in time and the reduction lanes carry channels: in one pass
+        the lanes hold one tap of the g channels, column j keeps only its own channel's product.
+        This is exact on BitFusion, whose rows broadcast one input to every column (a plain
+        'channel per column' mapping would need a different input per column). Off-diagonal
+        units are gated: their zero weights are neither stored, fetched nor read.
+        """
         cfg = self.config
-        t = self._candidates(layer)
+        block = np.minimum(cfg.columns, cfg.rows * pf)
+        cycles = _sum_ceil(layer.out_channels, channel_tile, block) * layer.out_h * layer.out_w * layer.kernel ** 2
+        return cycles, np.minimum(block, layer.out_channels)
+
+    def _evaluate(self, layer: ConvLayer, bits: np.ndarray, fine: bool = False) -> list[LayerCost]:
+        cfg = self.config
+        t = self._candidates(layer, fine)
         wb = bits[:, 0:1]
         ab = bits[:, 1:2]
         depthwise = layer.kind == "dw"
@@ -192,18 +251,12 @@ class BitFusionModel:
 
         # ----- compute cycles --------------------------------------------------------------
         if depthwise:
-            # Block-diagonal mapping: g channels on g columns and g reduction lanes, one tap per
-            # pass, zero weights off the diagonal (rows broadcast one input to every column).
-            block = np.minimum(cfg.columns, cfg.rows * pf)
-            compute = _sum_ceil(layer.out_channels, t["oc"], block) * pixels * k2
-            lanes = np.minimum(block, layer.out_channels)
-            issued_macs = compute * lanes * lanes
-            act_reads = compute * lanes * ab
+            compute, lanes_used = self._depthwise_cycles(layer, t["oc"], pf)
+            act_reads = compute * lanes_used * ab
             reduction_passes = 1
         else:
             column_groups = _sum_ceil(layer.out_channels, t["oc"], cfg.columns)
             compute = column_groups * pixels * k2 * _sum_ceil(layer.in_channels, t["ic"], cfg.rows * pf)
-            issued_macs = np.full_like(compute, layer.macs)
             act_reads = column_groups * pixels * k2 * layer.in_channels * ab
             reduction_passes = ceil_div(layer.in_channels, t["ic"])
 
@@ -227,8 +280,8 @@ class BitFusionModel:
                        * _input_span(layer.out_w, t["ow"], layer.stride, layer.kernel, layer.in_w))
         outputs = layer.out_channels * pixels
         orders = DEPTHWISE_ORDERS if depthwise else DENSE_ORDERS
-        caps = {name: cfg.buffer_bits(buf) for name, buf in
-                (("weight", "weight"), ("input", "activation"), ("output", "output"))}
+        caps = {"weight": cfg.buffer_bits("weight"), "input": cfg.buffer_bits("activation"),
+                "output": cfg.buffer_bits("output")}
         weight_bits, input_bits, spill_passes = [], [], []
         for order in orders:
             w_refetch, _ = _reuse(order, "weight", weight_tile, caps["weight"], trips)
@@ -251,7 +304,9 @@ class BitFusionModel:
         drain = (t["oc"] * t["oh"] * t["ow"] * cfg.output_bits)[:, None, :]
         middle = np.maximum(dram_bits - fill - drain, 0)
         compute3 = np.broadcast_to(compute[:, None, :], dram_bits.shape)
-        cycles = ceil_div(fill, bw) + np.maximum(compute3, ceil_div(middle, bw)) + ceil_div(drain, bw)
+        n_tiles = n_oc * n_pix * (1 if depthwise else trips["ic"])
+        array_busy = compute3 + (n_tiles * cfg.tile_overhead)[:, None, :]
+        cycles = ceil_div(fill, bw) + np.maximum(array_busy, ceil_div(middle, bw)) + ceil_div(drain, bw)
         cycles = np.where(fits[:, None, :], cycles, np.iinfo(np.int64).max)
 
         # ----- energy (pJ) -----------------------------------------------------------------
@@ -260,7 +315,7 @@ class BitFusionModel:
         psum_rmw = (outputs * cfg.partial_sum_bits * np.broadcast_to(reduction_passes, t["oc"].shape))[:, None, :]
         e_sram = (
             weight_bits * cfg.weight_sram_write_pj_per_bit
-            + (issued_macs * wb)[:, None, :] * cfg.weight_sram_read_pj_per_bit
+            + (layer.macs * wb)[:, None, :] * cfg.weight_sram_read_pj_per_bit
             + input_bits * cfg.activation_sram_write_pj_per_bit
             + act_reads[:, None, :] * cfg.activation_sram_read_pj_per_bit
             + psum_rmw * cfg.output_sram_read_pj_per_bit
@@ -268,36 +323,51 @@ class BitFusionModel:
         )
         e_dram = dram_bits * cfg.dram_pj_per_bit
         e_leak = cycles * (cfg.leakage_nj_per_cycle * 1e3)
-        energy = e_core + e_sram + e_dram + e_leak
+        energy = np.where(fits[:, None, :], e_core + e_sram + e_dram + e_leak, np.inf)
 
-        # ----- choose per bit pair: fewest cycles, then least energy -------------------------
-        flat_cycles = cycles.reshape(len(bits), -1)
-        flat_energy = energy.reshape(len(bits), -1)
+        # ----- choose per bit pair ---------------------------------------------------------
+        # Fastest: fewest cycles, exact ties broken by energy. Least energy: fewest pJ. Each is a
+        # minimum of a quantity every candidate grows with bits, over a candidate set that shrinks
+        # with bits, so both reported numbers are monotone in wbits and abits.
+        n_bits = len(bits)
+        flat_cycles = cycles.reshape(n_bits, -1)
+        flat_energy = energy.reshape(n_bits, -1)
         best_cycles = flat_cycles.min(axis=1, keepdims=True)
         if np.any(best_cycles == np.iinfo(np.int64).max):
+            if not fine:  # huge kernels: retry with channel tiles narrower than the array
+                return self._evaluate(layer, bits, fine=True)
             raise ValueError(f"{layer.describe()}: no tiling fits the buffers")
-        best = np.where(flat_cycles == best_cycles, flat_energy, np.inf).argmin(axis=1)
+        fastest = np.where(flat_cycles == best_cycles, flat_energy, np.inf).argmin(axis=1)
+        frugal = flat_energy.argmin(axis=1)
         n_cand = cycles.shape[2]
+        fields = {"cycles": cycles, "compute": compute, "array": array_busy, "dram": dram_bits,
+                  "core": e_core, "sram": e_sram,
+                  "dram_e": e_dram, "leak": e_leak, "energy": energy, **{f"t_{k}": v for k, v in t.items()}}
+
+        def schedule(b: int, flat_index: int) -> Schedule:
+            o, c = divmod(int(flat_index), n_cand)
+
+            def pick(name):
+                arr = np.asarray(fields[name])
+                row = b if arr.shape[0] > 1 else 0
+                return arr[row, o, c] if arr.ndim == 3 else arr[row, c]
+
+            return Schedule(
+                tiling=Tiling(int(pick("t_oc")), int(pick("t_ic")), int(pick("t_oh")), int(pick("t_ow"))),
+                loop_order=orders[o], cycles=int(pick("cycles")), compute_cycles=int(pick("compute")),
+                array_cycles=int(pick("array")), memory_cycles=int(ceil_div(int(pick("dram")), bw)),
+                dram_bits=int(pick("dram")), energy_mj=float(pick("energy")) * 1e-9,
+                energy_core_mj=float(pick("core")) * 1e-9, energy_sram_mj=float(pick("sram")) * 1e-9,
+                energy_dram_mj=float(pick("dram_e")) * 1e-9, energy_leakage_mj=float(pick("leak")) * 1e-9,
+            )
+
         results = []
-        for b, idx in enumerate(best):
-            o, c = divmod(int(idx), n_cand)
-
-            def pick(arr):
-                arr = np.asarray(arr)
-                if arr.ndim == 3:
-                    return arr[b if arr.shape[0] > 1 else 0, o, c]
-                return arr[b if arr.shape[0] > 1 else 0, c]
-
-            to_mj = 1e-9
+        for b in range(n_bits):
+            fast = schedule(b, fastest[b])
+            thrifty = fast if frugal[b] == fastest[b] else schedule(b, frugal[b])
             results.append(LayerCost(
                 layer=layer, wbits=int(bits[b, 0]), abits=int(bits[b, 1]),
-                latency_ms=float(cfg.cycles_to_ms(int(pick(cycles)))),
-                energy_mj=float(pick(energy)) * to_mj,
-                cycles=int(pick(cycles)), compute_cycles=int(pick(compute)),
-                dram_bits=int(pick(dram_bits)), macs=layer.macs,
-                tiling=Tiling(int(pick(t["oc"])), int(pick(t["ic"])), int(pick(t["oh"])), int(pick(t["ow"]))),
-                loop_order=orders[o],
-                energy_core_mj=float(pick(e_core)) * to_mj, energy_sram_mj=float(pick(e_sram)) * to_mj,
-                energy_dram_mj=float(pick(e_dram)) * to_mj, energy_leakage_mj=float(pick(e_leak)) * to_mj,
+                latency_ms=float(cfg.cycles_to_ms(fast.cycles)), energy_mj=thrifty.energy_mj,
+                macs=layer.macs, fastest=fast, least_energy=thrifty,
             ))
         return results

@@ -25,6 +25,11 @@ class BitFusionConfig(BaseModel):
     frequency_mhz: float = Field(500.0, gt=0, description="clock of the array and its buffers")
     max_bits: int = Field(8, ge=2, le=16, description="widest operand a Fusion Unit takes in one pass")
     min_bits: int = Field(2, ge=1, le=8, description="BitBrick width; narrower operands run at this width")
+    tile_overhead_cycles: int | None = Field(
+        None, ge=0,
+        description="array cycles each tile spends filling and draining the systolic pipeline; "
+        "None means rows + columns (the usual systolic fold overhead)",
+    )
     # ----- memories ----------------------------------------------------------------------
     dram_bits_per_cycle: int = Field(192, ge=1, description="DRAM interface width per array cycle")
     weight_sram_kib: float = Field(64.0, gt=0, description="weight buffer (WBUF), both halves")
@@ -81,6 +86,10 @@ class BitFusionConfig(BaseModel):
         for name, bits in (("wbits", wbits), ("abits", abits)):
             if not (1 <= bits <= self.max_bits) or int(bits) != bits:
                 raise ValueError(f"{name}: {bits} not supported; allowed values: 1..{self.max_bits}")
+
+    @property
+    def tile_overhead(self) -> int:
+        return self.rows + self.columns if self.tile_overhead_cycles is None else self.tile_overhead_cycles
 
     @property
     def peak_macs_per_cycle(self) -> int:

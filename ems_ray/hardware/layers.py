@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from ems_ray.space.search_space import conv_out
 
 if TYPE_CHECKING:
-    from ems_ray.space import SearchSpace, SubnetConfig
+    from ems_ray.space import BlockSlot, SearchSpace, SubnetConfig
 
 LayerKind = Literal["conv", "pw", "dw", "fc"]
 LAYER_KINDS: tuple[str, ...] = ("conv", "pw", "dw", "fc")
@@ -96,7 +96,7 @@ def fixed_layers(space: SearchSpace) -> list[ConvLayer]:
     return [stem, first_dw, first_pw, head, classifier]
 
 
-def block_layers(slot, mid: int, kernel: int) -> tuple[ConvLayer, ConvLayer, ConvLayer]:
+def block_layers(slot: BlockSlot, mid: int, kernel: int) -> tuple[ConvLayer, ConvLayer, ConvLayer]:
     """(expand pw, depthwise, project pw) of one searchable block with its choices."""
     r_in, r_out = slot.in_resolution, slot.out_resolution
     expand = ConvLayer("pw", slot.in_channels, mid, 1, 1, r_in, r_in)

@@ -1,0 +1,289 @@
+"""The layer LUT: the BitFusion model evaluated once per (layer, wbits, abits) a space can produce,
+stored as Parquet, and a vectorised scorer that prices whole batches of sub-nets from it.
+
+Search reads this table, never the model: a sub-net's latency/energy is the sum of its layers'
+entries (paper section 3.4). Scoring gathers from dense per-slot arrays, so 100k sub-nets cost a
+few numpy gathers rather than 100k Python walks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ems_ray.space import Genome, SearchSpace, resolve_space
+from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
+
+from .bitfusion import BitFusionModel, LayerCost
+from .config import BitFusionConfig
+from .layers import ConvLayer, block_layers, enumerate_layers, fixed_layers
+
+if TYPE_CHECKING:
+    from ems_ray.space import SubnetConfig
+
+LUT_FORMAT_VERSION = 1
+METADATA_KEY = b"ems_ray.cost_table"
+SHAPE_COLUMNS = ("kind", "in_channels", "out_channels", "kernel", "stride", "in_h", "in_w")
+COST_COLUMNS = ("latency_ms", "energy_mj", "macs", "cycles", "compute_cycles", "dram_bits")
+SCHEMA = pa.schema(
+    [("kind", pa.string())]
+    + [(c, pa.int32()) for c in SHAPE_COLUMNS[1:]]
+    + [("wbits", pa.int8()), ("abits", pa.int8()), ("latency_ms", pa.float64()), ("energy_mj", pa.float64())]
+    + [(c, pa.int64()) for c in COST_COLUMNS[2:]]
+)
+SCORE_KEYS = ("latency_ms", "energy_mj", "macs", "bitops")
+
+
+class CostTableError(ValueError):
+    """A cost table that cannot be used: unreadable, built for another space/hardware, or incomplete."""
+
+
+def space_hash(space: SearchSpace) -> str:
+    """Stable hash of every field of a search space; a LUT is valid only for the space it hashes."""
+    return hashlib.sha256(space.model_dump_json().encode()).hexdigest()[:16]
+
+
+class CostTable:
+    """Latency/energy of every (layer, wbits, abits) of one search space on one BitFusion config."""
+
+    def __init__(self, space: SearchSpace, config: BitFusionConfig, columns: dict[str, np.ndarray]):
+        self.space = space
+        self.config = config
+        self.columns = {name: np.asarray(columns[name]) for name in SCHEMA.names}
+        self.genome = Genome(space)
+        self._index = {
+            (ConvLayer(*(_py(self.columns[c][i]) for c in SHAPE_COLUMNS)),
+             int(self.columns["wbits"][i]), int(self.columns["abits"][i])): i
+            for i in range(len(self))
+        }
+        self._build_dense()
+
+    # ----- construction -------------------------------------------------------------------
+    @classmethod
+    def from_costs(cls, space: SearchSpace, config: BitFusionConfig, costs: Iterable[LayerCost]) -> CostTable:
+        rows = [
+            (c.layer.kind, c.layer.in_channels, c.layer.out_channels, c.layer.kernel, c.layer.stride,
+             c.layer.in_h, c.layer.in_w, c.wbits, c.abits, c.latency_ms, c.energy_mj, c.macs, c.cycles,
+             c.compute_cycles, c.dram_bits)
+            for c in costs
+        ]
+        columns = {name: np.asarray([r[i] for r in rows]) for i, name in enumerate(SCHEMA.names)}
+        return cls(space, config, columns)
+
+    def __len__(self) -> int:
+        return len(self.columns["kind"])
+
+    @property
+    def space_hash(self) -> str:
+        return space_hash(self.space)
+
+    def lookup(self, layer: ConvLayer, wbits: int, abits: int) -> dict[str, float]:
+        """The stored costs of one entry; CostTableError if the table lacks it."""
+        i = self._index.get((layer, int(wbits), int(abits)))
+        if i is None:
+            raise CostTableError(
+                f"no entry for {layer.describe()} at W{wbits}A{abits} in the '{self.space.name}' table"
+            )
+        return {name: _py(self.columns[name][i]) for name in COST_COLUMNS}
+
+    def _build_dense(self) -> None:
+        """Dense arrays indexed by gene values: block_pw[slot, mid, w, a] (expand + project, which share
+        the pw bits), block_dw[slot, mid, kernel, w, a], and the fixed layers' constant. The last
+        axis holds (latency_ms, energy_mj) as float and (macs, bitops) as int."""
+        sp = self.space
+        pw_w, pw_a, dw_w, dw_a = sp.bits.as_tuple()
+        n_slots, n_mid = len(sp.slots), max(len(s.mid_choices) for s in sp.slots)
+        n_k = len(sp.kernel_choices)
+        self._pw_f = np.full((n_slots, n_mid, len(pw_w), len(pw_a), 2), np.nan)
+        self._pw_i = np.zeros((n_slots, n_mid, len(pw_w), len(pw_a), 2), dtype=np.int64)
+        self._dw_f = np.full((n_slots, n_mid, n_k, len(dw_w), len(dw_a), 2), np.nan)
+        self._dw_i = np.zeros((n_slots, n_mid, n_k, len(dw_w), len(dw_a), 2), dtype=np.int64)
+        missing: list[str] = []
+
+        def entry(layer: ConvLayer, w: int, a: int) -> tuple[np.ndarray, np.ndarray]:
+            i = self._index.get((layer, w, a))
+            if i is None:
+                missing.append(f"{layer.describe()} W{w}A{a}")
+                return np.zeros(2), np.zeros(2, dtype=np.int64)
+            macs = int(self.columns["macs"][i])
+            return (np.array([self.columns["latency_ms"][i], self.columns["energy_mj"][i]]),
+                    np.array([macs, macs * w * a], dtype=np.int64))
+
+        fb = sp.fixed_bits
+        self._fixed_f, self._fixed_i = np.zeros(2), np.zeros(2, dtype=np.int64)
+        for layer in fixed_layers(sp):
+            f, n = entry(layer, fb, fb)
+            self._fixed_f += f
+            self._fixed_i += n
+        for slot in sp.slots:
+            for m, mid in enumerate(slot.mid_choices):
+                for k, kernel in enumerate(sp.kernel_choices):
+                    expand, depthwise, project = block_layers(slot, mid, kernel)
+                    for (wi, w), (ai, a) in _pairs(dw_w, dw_a):
+                        at = (slot.index, m, k, wi, ai)
+                        self._dw_f[at], self._dw_i[at] = entry(depthwise, w, a)
+                for (wi, w), (ai, a) in _pairs(pw_w, pw_a):
+                    (fe, ne), (fp, np_) = entry(expand, w, a), entry(project, w, a)
+                    self._pw_f[slot.index, m, wi, ai] = fe + fp
+                    self._pw_i[slot.index, m, wi, ai] = ne + np_
+        if missing:
+            raise CostTableError(
+                f"cost table for '{sp.name}' lacks {len(missing)} entries the space needs, e.g. "
+                f"{', '.join(missing[:3])}; rebuild it with build_lut"
+            )
+
+    # ----- scoring --------------------------------------------------------------------------
+    def score(self, genes: np.ndarray) -> dict[str, np.ndarray]:
+        """latency_ms, energy_mj (float64) and macs, bitops (int64) of each gene row (see `Genome`)."""
+        g = self.genome
+        genes = np.atleast_2d(np.asarray(genes))
+        if genes.ndim != 2 or genes.shape[1] != g.width:
+            raise ValueError(f"genes: expected shape (n, {g.width}) for '{self.space.name}', got {genes.shape}")
+        if np.any(genes < 0) or np.any(genes >= g.choice_counts):
+            bad = np.argwhere((genes < 0) | (genes >= g.choice_counts))[0]
+            raise ValueError(f"genes: row {bad[0]} column {bad[1]} is {genes[tuple(bad)]}, outside its "
+                             f"{g.choice_counts[bad[1]]} choices")
+        active = g.active(genes)[..., None]
+        col = {gene: genes[:, g.slot_columns(gene)].astype(np.intp) for gene in (KERNEL, MID, PW_W, PW_A, DW_W, DW_A)}
+        slot = np.arange(g.n_slots)[None, :]
+        pw = (slot, col[MID], col[PW_W], col[PW_A])
+        dw = (slot, col[MID], col[KERNEL], col[DW_W], col[DW_A])
+        f = np.where(active, self._pw_f[pw] + self._dw_f[dw], 0.0).sum(axis=1) + self._fixed_f
+        n = np.where(active, self._pw_i[pw] + self._dw_i[dw], 0).sum(axis=1) + self._fixed_i
+        return {"latency_ms": f[:, 0], "energy_mj": f[:, 1], "macs": n[:, 0], "bitops": n[:, 1]}
+
+    def score_config(self, config: SubnetConfig) -> dict[str, float]:
+        """Scores of one sub-net config (validated against the space first)."""
+        scores = self.score(self.genome.from_config(config)[None, :])
+        return {k: _py(v[0]) for k, v in scores.items()}
+
+    def summary(self) -> str:
+        sp = self.space
+        common = sorted(set.intersection(*(set(b) for b in sp.bits.as_tuple())))
+        lines = [
+            f"cost table '{sp.name}': {len(self)} entries, {len(self._distinct_layers())} layers "
+            f"(format v{LUT_FORMAT_VERSION}, space {self.space_hash}, hardware {self.config.config_hash()})",
+            f"  {self.config.describe()}",
+            f"  entry latency {self.columns['latency_ms'].min():.4f}..{self.columns['latency_ms'].max():.4f} ms, "
+            f"energy {self.columns['energy_mj'].min():.4f}..{self.columns['energy_mj'].max():.4f} mJ",
+        ]
+        for bits in sorted({common[-1], common[0]}, reverse=True) if common else []:
+            for name, genes in (("largest", self.genome.largest(bits)), ("smallest", self.genome.smallest(bits))):
+                s = {k: v[0] for k, v in self.score(genes).items()}
+                lines.append(
+                    f"  {name:8s} sub-net, {bits}-bit: {s['latency_ms']:8.3f} ms {s['energy_mj']:8.3f} mJ "
+                    f"{s['macs'] / 1e6:8.1f} MMACs {s['bitops'] / 1e9:7.2f} GBitOps"
+                )
+        return "\n".join(lines)
+
+    def _distinct_layers(self) -> set[ConvLayer]:
+        return {key[0] for key in self._index}
+
+    # ----- files -----------------------------------------------------------------------------
+    def metadata(self) -> dict[str, object]:
+        return {
+            "format_version": LUT_FORMAT_VERSION,
+            "space_name": self.space.name,
+            "space_hash": self.space_hash,
+            "hardware_hash": self.config.config_hash(),
+            "hardware_config": self.config.model_dump(mode="json"),
+            "model": "ems_ray.hardware.BitFusionModel",
+        }
+
+    def to_arrow(self) -> pa.Table:
+        table = pa.Table.from_pydict({name: self.columns[name] for name in SCHEMA.names}, schema=SCHEMA)
+        return table.replace_schema_metadata({METADATA_KEY: json.dumps(self.metadata()).encode()})
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(self.to_arrow(), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, space: SearchSpace | str, config: BitFusionConfig | None = None) -> CostTable:
+        """Read a table saved by `save`, checking that it belongs to `space` (and to `config`, when
+        given) and holds every entry the space needs; CostTableError says what is wrong."""
+        space = resolve_space(space)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"cost table not found: {path}")
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise CostTableError(f"{path}: not a readable Parquet cost table ({e})") from e
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise CostTableError(f"{path}: no ems-ray cost-table metadata; write tables with CostTable.save")
+        try:
+            meta = json.loads(raw)
+            version, name = meta["format_version"], meta["space_name"]
+            stored_space_hash, stored_hw = meta["space_hash"], meta["hardware_config"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CostTableError(f"{path}: cost-table metadata is corrupt ({e!r})") from e
+        if version != LUT_FORMAT_VERSION:
+            raise CostTableError(
+                f"{path}: table format v{version}, this ems-ray reads v{LUT_FORMAT_VERSION}; rebuild it"
+            )
+        if name != space.name:
+            raise CostTableError(f"{path}: built for search space '{name}', not '{space.name}'")
+        if stored_space_hash != space_hash(space):
+            raise CostTableError(
+                f"{path}: built for a different definition of space '{name}' "
+                f"(hash {stored_space_hash}, current {space_hash(space)}); rebuild it"
+            )
+        try:
+            stored_config = BitFusionConfig.model_validate(stored_hw)
+        except ValueError as e:
+            raise CostTableError(f"{path}: stored hardware config is invalid ({e})") from e
+        if config is not None and config.config_hash() != stored_config.config_hash():
+            raise CostTableError(f"{path}: built for another BitFusion config (hash {stored_config.config_hash()}, "
+                                 f"expected {config.config_hash()})")
+        absent = [c for c in SCHEMA.names if c not in table.column_names]
+        if absent:
+            raise CostTableError(f"{path}: columns missing: {absent}")
+        try:
+            columns = {c: table.column(c).cast(SCHEMA.field(c).type).to_numpy(zero_copy_only=False)
+                       for c in SCHEMA.names}
+        except (pa.ArrowException, ValueError) as e:
+            raise CostTableError(f"{path}: a column has the wrong type ({e})") from e
+        for c in ("latency_ms", "energy_mj"):
+            values = columns[c]
+            if not np.all(np.isfinite(values)) or np.any(values < 0):
+                raise CostTableError(f"{path}: column {c} holds non-finite or negative values")
+        try:
+            return cls(space, stored_config, columns)
+        except CostTableError as e:
+            raise CostTableError(f"{path}: {e}") from e
+        except (ValueError, TypeError) as e:
+            raise CostTableError(f"{path}: a row does not describe a valid layer ({e})") from e
+
+
+def build_lut(space: SearchSpace | str, config: BitFusionConfig | None = None, progress: bool = False) -> CostTable:
+    """Evaluate the BitFusion model once for every (layer, wbits, abits) `space` can produce."""
+    space = resolve_space(space)
+    model = BitFusionModel(config)
+    layers = enumerate_layers(space)
+    items = layers.items()
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(layers), desc=f"LUT {space.name}", unit="layer")
+    costs: list[LayerCost] = []
+    for layer, pairs in items:
+        costs.extend(model.layer_costs(layer, pairs))
+    return CostTable.from_costs(space, model.config, costs)
+
+
+def _pairs(w_choices: list[int], a_choices: list[int]):
+    return ((wi_w, ai_a) for wi_w in enumerate(w_choices) for ai_a in enumerate(a_choices))
+
+
+def _py(value):
+    """numpy scalar -> Python scalar (ConvLayer validation wants real ints)."""
+    return value.item() if isinstance(value, np.generic) else value
