@@ -1,7 +1,11 @@
 """Speed of the hardware LUT (build, batched scoring, encoding) and what the BitFusion model says
 about MobileNetV2-style layers, next to published BitFusion figures.
 
-    python benchmarks/bench_hardware.py [--subnets 100000] [--repeats 3] [--reference-table]
+    python benchmarks/bench_hardware.py [--subnets 100000] [--repeats 3] [--no-ablation]
+
+The comparison prints every APQ-release entry with its ratio, the geometric mean per (kind, bits),
+and (unless --no-ablation) what each simulator-faithful BitFusionConfig default contributes: the
+model with that one switch reverted, and with all four reverted (the previous model).
 """
 from __future__ import annotations
 
@@ -10,28 +14,19 @@ import time
 
 import numpy as np
 
-from ems_ray.hardware import BitFusionModel, ConvLayer, build_lut, enumerate_layers, mobilenet_v2_layers
+from ems_ray.hardware import BitFusionConfig, BitFusionModel, build_lut, enumerate_layers, mobilenet_v2_layers
+from ems_ray.hardware.reference import (
+    APQ_RELEASE_ENTRIES, APQ_RELEASE_FIXED, PAPER_MBV2_8BIT, compare_to_reference,
+)
 from ems_ray.space import Encoding, Genome, load_preset
 
-PAPER_MBV2_8BIT = (9.10, 12.46)  # EMS/APQ paper, Table 2: MobileNetV2 8-bit on BitFusion (ms, mJ)
-
-# Per-layer BitFusion entries published with the APQ release (lut/BitFusion_new.b1.dict, batch 1):
-# (kind, in, out, kernel, stride, input resolution, bits (W=A), latency ms, energy mJ).
-APQ_RELEASE_ENTRIES = [
-    ("pw", 16, 64, 1, 1, 112, 8, 0.552022, 0.931547), ("dw", 64, 64, 3, 2, 112, 8, 0.453104, 0.526324),
-    ("pw", 64, 24, 1, 1, 56, 8, 0.067030, 0.118419), ("dw", 64, 64, 5, 2, 112, 8, 1.255920, 1.072795),
-    ("dw", 64, 64, 7, 2, 112, 8, 2.461328, 1.825264), ("pw", 24, 96, 1, 1, 56, 8, 0.207168, 0.355013),
-    ("dw", 96, 96, 3, 1, 56, 8, 0.681816, 0.751278), ("pw", 16, 96, 1, 1, 112, 8, 0.819670, 1.383376),
-    ("dw", 96, 96, 7, 2, 112, 8, 3.691992, 2.737897), ("dw", 768, 768, 7, 1, 7, 8, 0.522240, 0.314573),
-    ("pw", 768, 320, 1, 1, 7, 8, 0.054976, 0.104886), ("dw", 1152, 1152, 5, 1, 7, 8, 0.421632, 0.277048),
-    ("pw", 1152, 320, 1, 1, 7, 8, 0.088216, 0.167261), ("pw", 104, 24, 1, 1, 56, 8, 0.077564, 0.141183),
-    ("dw", 112, 112, 3, 1, 56, 8, 0.795452, 0.876491), ("dw", 960, 960, 7, 1, 7, 8, 0.652800, 0.393216),
-    ("pw", 96, 456, 1, 1, 14, 4, 0.062192, 0.106882), ("dw", 488, 488, 3, 1, 14, 4, 0.089792, 0.165642),
-    ("pw", 488, 96, 1, 1, 14, 4, 0.018482, 0.033671), ("dw", 464, 464, 3, 2, 14, 4, 0.039210, 0.049819),
-    ("dw", 512, 512, 5, 1, 14, 4, 0.188544, 0.358873), ("pw", 192, 768, 1, 1, 7, 4, 0.031624, 0.054600),
-    ("dw", 768, 768, 3, 1, 7, 4, 0.058128, 0.072028), ("pw", 768, 192, 1, 1, 7, 4, 0.017120, 0.030836),
-    ("dw", 384, 384, 5, 2, 14, 4, 0.057576, 0.085951), ("pw", 456, 192, 1, 1, 7, 4, 0.010852, 0.019406),
-]
+# Each simulator-faithful default, and the value that reverts it (the previous model had all four).
+REVERTS = {
+    "load_partial_sums": False,
+    "depthwise_lanes": None,
+    "depthwise_zero_weights": False,
+    "depthwise_blocks_as_layers": False,
+}
 
 
 def best_time(fn, repeats: int) -> float:
@@ -41,11 +36,6 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def spearman(a, b) -> float:
-    ranks = [np.argsort(np.argsort(np.asarray(x))) for x in (a, b)]
-    return float(np.corrcoef(*ranks)[0, 1])
 
 
 def bench_tables(names: list[str], n_subnets: int, repeats: int) -> None:
@@ -89,22 +79,44 @@ def bench_mobilenet_v2(model: BitFusionModel) -> None:
           f"{totals[0]['energy_mj'] / mj:.2f}x energy")
 
 
-def bench_reference(model: BitFusionModel, show_table: bool) -> None:
-    ours_ms, ours_mj, ref_ms, ref_mj = [], [], [], []
-    if show_table:
-        print(f"\n{'APQ-release entry':34s} {'ref ms':>8s} {'ours ms':>8s} {'ref mJ':>8s} {'ours mJ':>8s}")
-    for kind, c_in, c_out, k, s, r, b, lat, energy in APQ_RELEASE_ENTRIES:
-        layer = ConvLayer(kind, c_in, c_out, k, s, r, r)
+def bench_reference(model: BitFusionModel) -> None:
+    cmp = compare_to_reference(model)
+    print(f"\n{'APQ-release entry':34s} {'ref ms':>8s} {'ours ms':>8s} {'ratio':>6s} | {'ref mJ':>8s} "
+          f"{'ours mJ':>8s} {'ratio':>6s} | g  tiling (oc, ic, oh, ow), order")
+    for r in cmp["rows"]:
+        name, fast = f"{r['layer'].describe()} W{r['bits']}A{r['bits']}", r["cost"].fastest
+        t = fast.tiling
+        print(f"{name:34s} {r['ref_ms']:8.4f} {r['ours_ms']:8.4f} {r['ours_ms'] / r['ref_ms']:6.2f} | "
+              f"{r['ref_mj']:8.4f} {r['ours_mj']:8.4f} {r['ours_mj'] / r['ref_mj']:6.2f} | "
+              f"{fast.depthwise_block or '-':>2} ({t.out_channels}, {t.in_channels}, {t.out_h}, {t.out_w}) "
+              f"{'/'.join(fast.loop_order)}")
+    print("geometric-mean ratio ours/ref per group: " + ", ".join(
+        f"{kind} W{b}A{b} (n={n}) {g_ms:.2f}x / {g_mj:.2f}x"
+        for (kind, b), (n, g_ms, g_mj) in sorted(cmp["groups"].items())))
+    for name, layer, b, lat, energy in APQ_RELEASE_FIXED:
         cost = model.layer_cost(layer, b, b)
-        ours_ms.append(cost.latency_ms), ours_mj.append(cost.energy_mj), ref_ms.append(lat), ref_mj.append(energy)
-        if show_table:
-            name = f"{layer.describe()} W{b}A{b}"
-            print(f"{name:34s} {lat:8.4f} {cost.latency_ms:8.4f} {energy:8.4f} {cost.energy_mj:8.4f}")
-    geo = [float(np.exp(np.mean(np.log(np.asarray(o) / np.asarray(r)))))
-           for o, r in ((ours_ms, ref_ms), (ours_mj, ref_mj))]
+        print(f"release '{name}' (inferred: {layer.describe()} W{b}A{b}): ref {lat:.4f} ms {energy:.4f} mJ, "
+              f"ours {cost.latency_ms:.4f} ms {cost.energy_mj:.4f} mJ "
+              f"({cost.latency_ms / lat:.2f}x, {cost.energy_mj / energy:.2f}x)")
     print(f"\nvs {len(APQ_RELEASE_ENTRIES)} per-layer entries of the APQ release's BitFusion LUT (W8A8 and W4A4): "
-          f"Spearman latency {spearman(ours_ms, ref_ms):.3f}, energy {spearman(ours_mj, ref_mj):.3f}; "
-          f"geometric-mean ratio ours/ref {geo[0]:.2f}x latency, {geo[1]:.2f}x energy")
+          f"Spearman latency {cmp['spearman_ms']:.3f}, energy {cmp['spearman_mj']:.3f}; "
+          f"geometric-mean ratio ours/ref {cmp['geo_ms']:.2f}x latency, {cmp['geo_mj']:.2f}x energy")
+
+
+def bench_ablation() -> None:
+    """The comparison figures with each simulator-faithful default reverted, one at a time and all together."""
+    variants = ([("defaults", {})] + [(f"{k}={v}", {k: v}) for k, v in REVERTS.items()]
+                + [("all four reverted", REVERTS)])
+    ms, mj = PAPER_MBV2_8BIT
+    print(f"\n{'BitFusionConfig':34s} | {'geo ms':>6s} {'geo mJ':>6s} {'rho ms':>6s} {'rho mJ':>6s} | "
+          f"MobileNetV2 W8A8 (paper {ms} ms, {mj} mJ)")
+    for name, overrides in variants:
+        model = BitFusionModel(BitFusionConfig(**overrides))
+        cmp = compare_to_reference(model)
+        total = model.network_cost((layer, 8, 8) for layer in mobilenet_v2_layers())
+        print(f"{name:34s} | {cmp['geo_ms']:6.2f} {cmp['geo_mj']:6.2f} {cmp['spearman_ms']:6.3f} "
+              f"{cmp['spearman_mj']:6.3f} | {total['latency_ms']:6.2f} ms {total['energy_mj']:6.2f} mJ "
+              f"({total['latency_ms'] / ms:.2f}x, {total['energy_mj'] / mj:.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,13 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subnets", type=int, default=100_000, help="random sub-nets to score and encode")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is reported)")
     parser.add_argument("--spaces", nargs="+", default=["apq-imagenet", "fmnist-small"])
-    parser.add_argument("--reference-table", action="store_true", help="print every APQ-release entry")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the per-default ablation table")
     args = parser.parse_args(argv)
     model = BitFusionModel()
     print(model.config.describe())
     bench_tables(args.spaces, args.subnets, args.repeats)
     bench_mobilenet_v2(model)
-    bench_reference(model, args.reference_table)
+    bench_reference(model)
+    if not args.no_ablation:
+        bench_ablation()
 
 
 if __name__ == "__main__":

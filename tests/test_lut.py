@@ -11,7 +11,7 @@ from ems_ray.hardware import (
     BitFusionConfig, BitFusionModel, CostTable, CostTableError, build_lut, enumerate_layers, fixed_layers,
     subnet_layers,
 )
-from ems_ray.hardware.lut import METADATA_KEY
+from ems_ray.hardware.lut import LUT_FORMAT_VERSION, METADATA_KEY
 from ems_ray.space import Genome, load_preset
 
 MODEL = BitFusionModel()
@@ -103,11 +103,13 @@ def test_score_orders_sub_nets_sensibly(imagenet):
 
 def test_imagenet_largest_8bit_in_a_plausible_range(imagenet):
     """Paper: MobileNetV2 8-bit 9.10 ms / 12.46 mJ; its largest searched model (Ours-C) 12.17 ms. The
-    space's largest sub-net has ~2x MobileNetV2's MACs and 7x7 depthwise everywhere."""
+    space's largest sub-net has ~2x MobileNetV2's MACs and 7x7 depthwise everywhere, which at 8 bits
+    run 8 channels per pass: the APQ release's own entries price them alike (dw 96 k7 s2 @112 W8A8
+    3.69 ms there, 3.76 here), about 44 of the ~49 ms."""
     space, table = imagenet
     s = table.score(Genome(space).largest(8))
-    assert 9.10 / 2 < s["latency_ms"][0] < 9.10 * 5
-    assert 12.46 / 3 < s["energy_mj"][0] < 12.46 * 5
+    assert 9.10 * 2 < s["latency_ms"][0] < 9.10 * 7
+    assert 12.46 < s["energy_mj"][0] < 12.46 * 5
     assert 4.5e8 < s["macs"][0] < 7e8
 
 
@@ -140,7 +142,7 @@ def test_parquet_round_trip(fmnist, tmp_path):
     for name, column in table.columns.items():
         assert np.array_equal(back.columns[name], column), name
     meta = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
-    assert meta["space_name"] == "fmnist-small" and meta["format_version"] == 1
+    assert meta["space_name"] == "fmnist-small" and meta["format_version"] == LUT_FORMAT_VERSION == 2
     assert meta["hardware_hash"] == BitFusionConfig().config_hash()
     genes = Genome(space).sample(np.random.default_rng(4), 50)
     assert np.array_equal(back.score(genes)["latency_ms"], table.score(genes)["latency_ms"])
@@ -173,6 +175,22 @@ def test_load_rejects_another_hardware_config(tmp_path, fmnist):
     path = fmnist[1].save(tmp_path / "lut.parquet")
     with pytest.raises(CostTableError, match="another BitFusion config"):
         CostTable.load(path, fmnist[0], config=BitFusionConfig(dram_bits_per_cycle=64))
+
+
+def test_load_rejects_tables_of_an_older_model(tmp_path, fmnist):
+    """v1 tables were priced without partial-sum loads and the simulator-faithful depthwise mapping;
+    a config written before a field existed would be read back with today's default for it."""
+    arrow = fmnist[1].to_arrow()
+    meta = fmnist[1].metadata()
+    pq.write_table(arrow.replace_schema_metadata({METADATA_KEY: json.dumps({**meta, "format_version": 1})}),
+                   tmp_path / "v1.parquet")
+    with pytest.raises(CostTableError, match="format v1.*rebuild"):
+        CostTable.load(tmp_path / "v1.parquet", fmnist[0])
+    old_config = {k: v for k, v in meta["hardware_config"].items() if k != "load_partial_sums"}
+    stale = {**meta, "hardware_config": old_config, "hardware_hash": "0123456789abcdef"}
+    pq.write_table(arrow.replace_schema_metadata({METADATA_KEY: json.dumps(stale)}), tmp_path / "stale.parquet")
+    with pytest.raises(CostTableError, match="another model version"):
+        CostTable.load(tmp_path / "stale.parquet", fmnist[0], config=BitFusionConfig())
 
 
 def test_load_rejects_missing_entries_and_bad_metadata(tmp_path, fmnist):

@@ -11,9 +11,13 @@ How a layer runs (see docs/hardware.md for the reasoning and the checks):
   whose operands fit half of each buffer (the other half prefetches), and the tile loops run in
   one of the 3! orders. An operand is re-fetched from DRAM each time a loop that does not index
   it repeats, unless everything the inner loops touch stays resident; partial sums that cannot
-  stay on chip across input-channel tiles spill to DRAM and come back.
+  stay on chip across input-channel tiles spill to DRAM and come back. By default
+  (`load_partial_sums`) every output tile's 32-bit accumulators are also loaded from DRAM before
+  its first pass, as the authors' simulator does, so each output crosses the interface twice.
 * Depthwise layers use a block-diagonal mapping (`_depthwise_cycles`): ceil(C/g) * oh * ow * k^2
-  cycles with g = min(M, N*pf) channels per pass, because a row broadcasts one input to all columns.
+  cycles with g = min(M, lanes*pf) channels per pass (lanes = 8 by default, as the APQ release's
+  entries are priced), because a row broadcasts one input to all columns. Off-diagonal units
+  hold zero weights, and each block runs as a convolution of its own (`_evaluate_depthwise`).
 * DRAM transfers overlap compute (double buffering): latency = first-tile fill
   + max(compute + per-tile pipeline fill/drain, remaining transfers) + last-tile drain.
 * Energy = busy array cycles + SRAM reads/writes per bit + DRAM per bit + leakage over latency.
@@ -23,7 +27,7 @@ Every (tiling, order) candidate is evaluated at once with numpy; latency is that
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import permutations
 from typing import Iterable, Sequence
 
@@ -70,6 +74,7 @@ class Schedule:
     energy_sram_mj: float
     energy_dram_mj: float
     energy_leakage_mj: float
+    depthwise_block: int = 0  # channels per depthwise pass (0 for dense layers)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,24 @@ def _reuse(order: Sequence[str], operand: str, tile_bits, capacity: int, trips: 
     return refetch, resident_at
 
 
+def _sum_schedules(parts: Sequence[tuple[int, Schedule]]) -> Schedule:
+    """Schedules run back to back (count x schedule each): costs add; the tiling and loop order
+    reported are the first part's (a full depthwise block)."""
+    first = parts[0][1]
+
+    def total(name):
+        return sum(n * getattr(s, name) for n, s in parts)
+
+    return Schedule(
+        tiling=first.tiling, loop_order=first.loop_order, cycles=total("cycles"),
+        compute_cycles=total("compute_cycles"), array_cycles=total("array_cycles"),
+        memory_cycles=total("memory_cycles"), dram_bits=total("dram_bits"), energy_mj=total("energy_mj"),
+        energy_core_mj=total("energy_core_mj"), energy_sram_mj=total("energy_sram_mj"),
+        energy_dram_mj=total("energy_dram_mj"), energy_leakage_mj=total("energy_leakage_mj"),
+        depthwise_block=first.depthwise_block,
+    )
+
+
 class BitFusionModel:
     """Prices layers on a BitFusion accelerator; pure numpy, no state besides the config."""
 
@@ -189,7 +212,10 @@ class BitFusionModel:
             self.config.check_bits(w, a)
         if not pairs:
             return []
-        return self._evaluate(layer, np.asarray(pairs, dtype=np.int64))
+        bits = np.asarray(pairs, dtype=np.int64)
+        if layer.kind == "dw":
+            return self._evaluate_depthwise(layer, bits)
+        return self._evaluate(layer, bits)
 
     def network_cost(self, layers: Iterable[tuple[ConvLayer, int, int]]) -> dict[str, float]:
         """Summed latency_ms, energy_mj, macs, bitops of (layer, wbits, abits) items."""
@@ -223,23 +249,70 @@ class BitFusionModel:
             raise ValueError(f"{layer.describe()}: no tile's partial sums fit the output buffer")
         return {k: v[keep][None, :] for k, v in cand.items()}
 
-    def _depthwise_cycles(self, layer: ConvLayer, channel_tile: np.ndarray, pf: np.ndarray):
+    def _depthwise_cycles(self, layer: ConvLayer, channel_tile: np.ndarray, block: np.ndarray):
         """Array passes of a depthwise layer, and the reduction lanes each pass uses.
 
-        Block-diagonal mapping: a block of g = min(M, N*pf) channels runs as a dense g->g conv
-        whose weights are zero off the diagonal. As for dense layers (the K^2 factor of the cycle
-        formula), kernel taps iterate in time and the reduction lanes carry channels: in one pass
-        the lanes hold one tap of the g channels, column j keeps only its own channel's product.
-        This is exact on BitFusion, whose rows broadcast one input to every column (a plain
-        'channel per column' mapping would need a different input per column). Off-diagonal
-        units are gated: their zero weights are neither stored, fetched nor read.
+        Block-diagonal mapping: a block of g <= min(M, lanes*pf) channels runs as a dense g->g
+        conv whose weights are zero off the diagonal. As for dense layers (the K^2 factor of the
+        cycle formula), kernel taps iterate in time and the reduction lanes carry channels: in one
+        pass the lanes hold one tap of the g channels, column j keeps only its own channel's
+        product. This is exact on BitFusion, whose rows broadcast one input to every column (a
+        plain 'channel per column' mapping would need a different input per column). With
+        `depthwise_zero_weights` (default) the off-diagonal zeros are stored, fetched and read like
+        any weight, since BitFusion has no per-unit gating; otherwise they are assumed gated.
         """
-        cfg = self.config
-        block = np.minimum(cfg.columns, cfg.rows * pf)
         cycles = _sum_ceil(layer.out_channels, channel_tile, block) * layer.out_h * layer.out_w * layer.kernel ** 2
         return cycles, np.minimum(block, layer.out_channels)
 
-    def _evaluate(self, layer: ConvLayer, bits: np.ndarray, fine: bool = False) -> list[LayerCost]:
+    def _evaluate_depthwise(self, layer: ConvLayer, bits: np.ndarray) -> list[LayerCost]:
+        """A depthwise layer: the best block size g, and (with `depthwise_blocks_as_layers`) the
+        layer run as C//g convolutions of g channels plus one of the C%g left over, back to back.
+
+        The block size is a choice of the compiler: any g in `depthwise_block_choices` up to
+        `depthwise_block(pf)` works (smaller blocks waste more passes but fetch fewer zero weights).
+        The choices at more bits are a subset of those at fewer, and the cost of each choice grows
+        with bits and channels (sums of per-block minima are the minima of the sums), so both
+        reported numbers stay monotone. The authors' simulator has no grouped convolution; the APQ
+        release prices depthwise layers as separate g-channel convolutions, each paying its own
+        first loads and last stores.
+        """
+        cfg = self.config
+        channels = layer.out_channels
+        limit = np.broadcast_to(cfg.depthwise_block(cfg.perf_factor(bits[:, 0], bits[:, 1])), len(bits))
+        fastest: list[Schedule | None] = [None] * len(bits)
+        thrifty: list[Schedule | None] = [None] * len(bits)
+        for block in cfg.depthwise_block_choices():  # ascending
+            rows = np.flatnonzero(limit >= block)
+            if not rows.size:
+                break
+            if cfg.depthwise_blocks_as_layers and block < channels:
+                full, rest = divmod(channels, block)
+                sizes = [(full, block), (1, rest)] if rest else [(full, block)]
+            else:
+                sizes = [(1, channels)]
+            parts = [(count, self._evaluate(replace(layer, in_channels=c, out_channels=c), bits[rows], dw_block=block))
+                     for count, c in sizes]
+            for j, row in enumerate(rows):
+                fast = _sum_schedules([(n, costs[j].fastest) for n, costs in parts])
+                frugal = _sum_schedules([(n, costs[j].least_energy) for n, costs in parts])
+                best = fastest[row]
+                if best is None or (fast.cycles, fast.energy_mj) < (best.cycles, best.energy_mj):
+                    fastest[row] = fast
+                if thrifty[row] is None or frugal.energy_mj < thrifty[row].energy_mj:
+                    thrifty[row] = frugal
+            if block >= channels:  # larger blocks hold the same single block
+                break
+        return [
+            LayerCost(layer=layer, wbits=int(bits[b, 0]), abits=int(bits[b, 1]),
+                      latency_ms=float(cfg.cycles_to_ms(fastest[b].cycles)), energy_mj=thrifty[b].energy_mj,
+                      macs=layer.macs, fastest=fastest[b], least_energy=thrifty[b])
+            for b in range(len(bits))
+        ]
+
+    def _evaluate(self, layer: ConvLayer, bits: np.ndarray, fine: bool = False,
+                  dw_block: int | None = None) -> list[LayerCost]:
+        """All schedules of one layer at once; dw_block: channels per depthwise pass (default: the most
+        the bits allow)."""
         cfg = self.config
         t = self._candidates(layer, fine)
         wb = bits[:, 0:1]
@@ -251,7 +324,8 @@ class BitFusionModel:
 
         # ----- compute cycles --------------------------------------------------------------
         if depthwise:
-            compute, lanes_used = self._depthwise_cycles(layer, t["oc"], pf)
+            block = cfg.depthwise_block(pf) if dw_block is None else np.minimum(dw_block, cfg.depthwise_block(pf))
+            compute, lanes_used = self._depthwise_cycles(layer, t["oc"], block)
             act_reads = compute * lanes_used * ab
             reduction_passes = 1
         else:
@@ -263,7 +337,14 @@ class BitFusionModel:
         # ----- tile footprints -----------------------------------------------------------
         in_rows = np.minimum(layer.in_h, (t["oh"] - 1) * layer.stride + layer.kernel)
         in_cols = np.minimum(layer.in_w, (t["ow"] - 1) * layer.stride + layer.kernel)
-        filters_per_tile = t["oc"] if depthwise else t["oc"] * t["ic"]
+        if depthwise:
+            # Block-diagonal: a tile of oc channels in blocks of g. Each output channel's column holds,
+            # per kernel tap, its own weight plus the zeros of the other min(oc, g) - 1 lanes of its
+            # block when off-diagonal units are not gated (depthwise_zero_weights).
+            zeros_per_filter = np.minimum(t["oc"], block) if cfg.depthwise_zero_weights else 1
+            filters_per_tile = t["oc"] * zeros_per_filter
+        else:
+            filters_per_tile = t["oc"] * t["ic"]
         weight_tile = filters_per_tile * k2 * wb
         input_tile = t["ic"] * in_rows * in_cols * ab
         psum_tile = ceil_div(t["oc"], cfg.columns) * cfg.columns * t["oh"] * t["ow"] * cfg.partial_sum_bits
@@ -273,7 +354,14 @@ class BitFusionModel:
         n_oc = ceil_div(layer.out_channels, t["oc"])
         n_pix = ceil_div(layer.out_h, t["oh"]) * ceil_div(layer.out_w, t["ow"])
         trips = {"oc": n_oc, "channels": n_oc, "ic": ceil_div(layer.in_channels, t["ic"]), "pixels": n_pix}
-        weights_once = layer.weights * wb
+        if depthwise and cfg.depthwise_zero_weights:
+            full, rest = layer.out_channels // t["oc"], layer.out_channels % t["oc"]
+            stored = full * t["oc"] * np.minimum(t["oc"], block) + rest * np.minimum(rest, block)
+            weights_once = stored * k2 * wb
+            weight_reads = layer.macs * np.minimum(t["oc"], block) * wb  # every unit of the block reads
+        else:
+            weights_once = layer.weights * wb
+            weight_reads = np.broadcast_to(layer.macs * wb, np.broadcast_shapes(np.shape(wb), t["oc"].shape))
         inputs_whole = layer.in_channels * layer.in_h * layer.in_w * ab
         inputs_halo = (layer.in_channels * ab
                        * _input_span(layer.out_h, t["oh"], layer.stride, layer.kernel, layer.in_h)
@@ -295,12 +383,15 @@ class BitFusionModel:
         weight_bits = np.stack(weight_bits, 1)
         input_bits = np.stack(input_bits, 1)
         spill_passes = np.stack(spill_passes, 1)
-        output_bits = outputs * (cfg.output_bits + spill_passes * 2 * cfg.partial_sum_bits)
+        # Partial sums: every extra pass stores and (re)loads them; with load_partial_sums the first
+        # pass loads them too, so each pass moves them in and out (o_refetch = spill_passes + 1).
+        psum_loads = spill_passes + (1 if cfg.load_partial_sums else 0)
+        output_bits = outputs * (cfg.output_bits + (spill_passes + psum_loads) * cfg.partial_sum_bits)
         dram_bits = weight_bits + input_bits + output_bits
 
         # ----- latency: fill + max(compute, overlapped transfers) + drain ------------------
         bw = cfg.dram_bits_per_cycle
-        fill = (weight_tile + input_tile)[:, None, :]
+        fill = (weight_tile + input_tile + (psum_tile if cfg.load_partial_sums else 0))[:, None, :]
         drain = (t["oc"] * t["oh"] * t["ow"] * cfg.output_bits)[:, None, :]
         middle = np.maximum(dram_bits - fill - drain, 0)
         compute3 = np.broadcast_to(compute[:, None, :], dram_bits.shape)
@@ -315,11 +406,11 @@ class BitFusionModel:
         psum_rmw = (outputs * cfg.partial_sum_bits * np.broadcast_to(reduction_passes, t["oc"].shape))[:, None, :]
         e_sram = (
             weight_bits * cfg.weight_sram_write_pj_per_bit
-            + (layer.macs * wb)[:, None, :] * cfg.weight_sram_read_pj_per_bit
+            + weight_reads[:, None, :] * cfg.weight_sram_read_pj_per_bit
             + input_bits * cfg.activation_sram_write_pj_per_bit
             + act_reads[:, None, :] * cfg.activation_sram_read_pj_per_bit
             + psum_rmw * cfg.output_sram_read_pj_per_bit
-            + (psum_rmw + outputs * spill_passes * cfg.partial_sum_bits) * cfg.output_sram_write_pj_per_bit
+            + (psum_rmw + outputs * psum_loads * cfg.partial_sum_bits) * cfg.output_sram_write_pj_per_bit
         )
         e_dram = dram_bits * cfg.dram_pj_per_bit
         e_leak = cycles * (cfg.leakage_nj_per_cycle * 1e3)
@@ -335,11 +426,12 @@ class BitFusionModel:
         best_cycles = flat_cycles.min(axis=1, keepdims=True)
         if np.any(best_cycles == np.iinfo(np.int64).max):
             if not fine:  # huge kernels: retry with channel tiles narrower than the array
-                return self._evaluate(layer, bits, fine=True)
+                return self._evaluate(layer, bits, fine=True, dw_block=dw_block)
             raise ValueError(f"{layer.describe()}: no tiling fits the buffers")
         fastest = np.where(flat_cycles == best_cycles, flat_energy, np.inf).argmin(axis=1)
         frugal = flat_energy.argmin(axis=1)
         n_cand = cycles.shape[2]
+        dw_blocks = np.broadcast_to(np.asarray(block).reshape(-1), n_bits) if depthwise else np.zeros(n_bits, int)
         fields = {"cycles": cycles, "compute": compute, "array": array_busy, "dram": dram_bits,
                   "core": e_core, "sram": e_sram,
                   "dram_e": e_dram, "leak": e_leak, "energy": energy, **{f"t_{k}": v for k, v in t.items()}}
@@ -359,6 +451,7 @@ class BitFusionModel:
                 dram_bits=int(pick("dram")), energy_mj=float(pick("energy")) * 1e-9,
                 energy_core_mj=float(pick("core")) * 1e-9, energy_sram_mj=float(pick("sram")) * 1e-9,
                 energy_dram_mj=float(pick("dram_e")) * 1e-9, energy_leakage_mj=float(pick("leak")) * 1e-9,
+                depthwise_block=int(dw_blocks[b]),
             )
 
         results = []

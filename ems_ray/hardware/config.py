@@ -42,6 +42,35 @@ class BitFusionConfig(BaseModel):
         description="bits per output element written back to DRAM; 32 follows the authors' simulator "
         "(unquantized partial sums leave the chip), 8 models on-chip requantization",
     )
+    load_partial_sums: bool = Field(
+        True,
+        description="every output tile's partial_sum_bits accumulators are read from DRAM into the OBUF "
+        "before each of its reduction passes, the first included (the accumulator starts from memory, "
+        "e.g. the bias): the authors' simulator pairs an 'Out RD' with every 'Out WR', so each output "
+        "crosses the DRAM interface twice per pass. False starts accumulators at zero on chip and reads "
+        "partial sums back only when a split reduction resumes",
+    )
+    depthwise_lanes: int | None = Field(
+        8, ge=1,
+        description="reduction lanes (rows) one depthwise pass packs channels into at max_bits; "
+        "g = min(columns, lanes * pf) channels per pass. 8 reproduces the APQ release's BitFusion "
+        "entries (ceil(C/8)*oh*ow*k^2 cycles at 8 bits, C/32 at 4 bits); None = all rows "
+        "(the block-diagonal upper bound, 16 at 8 bits)",
+    )
+    depthwise_zero_weights: bool = Field(
+        True,
+        description="the off-diagonal Fusion Units of a depthwise block hold zero weights: BitFusion has "
+        "no per-unit gating or zero skipping and fills its weight buffer only from DRAM, so a g-channel "
+        "block stores, fetches and reads g*g*k^2 weights (as the authors' simulator does for the g->g "
+        "convolution it prices); False assumes off-diagonal units are gated and hold nothing",
+    )
+    depthwise_blocks_as_layers: bool = Field(
+        True,
+        description="each block of g depthwise channels is scheduled as a convolution of its own, with its "
+        "own first-tile loads and last-tile stores (the authors' simulator has no grouped convolution, and "
+        "the APQ release prices a depthwise layer as ceil(C/g) g-channel convolutions); False overlaps "
+        "blocks like the tiles of one layer",
+    )
     # ----- energy (45 nm, from the BitFusion paper and its simulator's CACTI numbers) ------
     core_pj_per_cycle: float = Field(235.1, ge=0, description="dynamic energy of the busy array per cycle")
     weight_sram_read_pj_per_bit: float = Field(0.021, ge=0)
@@ -62,6 +91,8 @@ class BitFusionConfig(BaseModel):
                 f"partial_sum_bits ({self.partial_sum_bits}) must hold a {self.max_bits}x{self.max_bits}-bit "
                 f"product: at least {2 * self.max_bits}"
             )
+        if self.depthwise_lanes is not None and self.depthwise_lanes > self.rows:
+            raise ValueError(f"depthwise_lanes ({self.depthwise_lanes}) must be <= rows ({self.rows})")
         for name in ("weight", "activation", "output"):
             bits = self.buffer_bits(name)
             if bits < self.max_bits * self.columns:
@@ -90,6 +121,17 @@ class BitFusionConfig(BaseModel):
     @property
     def tile_overhead(self) -> int:
         return self.rows + self.columns if self.tile_overhead_cycles is None else self.tile_overhead_cycles
+
+    def depthwise_block(self, pf):
+        """Channels one depthwise pass carries: min(columns, lanes * pf)."""
+        lanes = self.rows if self.depthwise_lanes is None else self.depthwise_lanes
+        return np.minimum(self.columns, lanes * pf)
+
+    def depthwise_block_choices(self) -> list[int]:
+        """Every block size `depthwise_block` can return, ascending: a compiler may use any of them
+        up to the bits' own, so fewer bits never offer fewer choices."""
+        pfs = {self.perf_factor(w, a) for w in range(1, self.max_bits + 1) for a in range(1, self.max_bits + 1)}
+        return sorted({int(self.depthwise_block(pf)) for pf in pfs})
 
     @property
     def peak_macs_per_cycle(self) -> int:

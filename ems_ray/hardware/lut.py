@@ -26,7 +26,9 @@ from .layers import ConvLayer, block_layers, enumerate_layers, fixed_layers
 if TYPE_CHECKING:
     from ems_ray.space import SubnetConfig
 
-LUT_FORMAT_VERSION = 1
+# v2: priced with partial-sum loads and the simulator-faithful depthwise mapping (BitFusionConfig's
+# load_partial_sums / depthwise_* fields); v1 tables hold the previous model's numbers.
+LUT_FORMAT_VERSION = 2
 METADATA_KEY = b"ems_ray.cost_table"
 SHAPE_COLUMNS = ("kind", "in_channels", "out_channels", "kernel", "stride", "in_h", "in_w")
 COST_COLUMNS = ("latency_ms", "energy_mj", "macs", "cycles", "compute_cycles", "dram_bits")
@@ -241,6 +243,11 @@ class CostTable:
             stored_config = BitFusionConfig.model_validate(stored_hw)
         except ValueError as e:
             raise CostTableError(f"{path}: stored hardware config is invalid ({e})") from e
+        if meta.get("hardware_hash", stored_config.config_hash()) != stored_config.config_hash():
+            raise CostTableError(
+                f"{path}: stored hardware config hashes to {stored_config.config_hash()}, not the recorded "
+                f"{meta['hardware_hash']}: it was written by another model version; rebuild it"
+            )
         if config is not None and config.config_hash() != stored_config.config_hash():
             raise CostTableError(f"{path}: built for another BitFusion config (hash {stored_config.config_hash()}, "
                                  f"expected {config.config_hash()})")
