@@ -27,7 +27,7 @@ class RayConfig(BaseModel):
     address: str | None = Field(None, description="cluster address; None starts a local Ray")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all)")
     num_gpus: int | None = Field(None, ge=0)
-    include_dashboard: bool = False
+    include_dashboard: bool = Field(True, description="Ray Train's state queries need it")
     dashboard_host: str = "127.0.0.1"
 
 

@@ -208,6 +208,7 @@ def _train_epoch(model, supernet, teacher, optimizer, phase: PhaseConfig, p_epoc
                          seed=inputs.seed + epoch, sampler=sampler)
     n_steps = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
     supernet.train()
+    quarters = {n_steps * q // 4 for q in (1, 2, 3)} - {0}  # progress lines within a long epoch
     loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
     for i, (x, y) in enumerate(loader):
         if i >= n_steps:
@@ -229,6 +230,10 @@ def _train_epoch(model, supernet, teacher, optimizer, phase: PhaseConfig, p_epoc
         optimizer.step()
         loss_sum += float(loss.detach()) * len(x)
         seen += len(x)
+        if session.rank == 0 and (i + 1) in quarters:
+            rate = seen * session.world_size / (time.perf_counter() - t0)
+            inputs.log(f"[train] epoch {epoch + 1}/{cfg.total_epochs} {phase.name}: {100 * (i + 1) // n_steps}% "
+                       f"loss {loss_sum / seen:.3f} {rate:.0f} img/s")
     elapsed = time.perf_counter() - t0
     return {"train_loss": loss_sum / max(seen, 1), "train_images_per_s": seen * session.world_size / elapsed,
             "train_seconds": elapsed, "lr_end": optimizer.param_groups[0]["lr"]}

@@ -1,0 +1,117 @@
+"""Super-network speed: a progressive-shrinking step in plain PyTorch vs inside Ray Train, and
+eval with a sub-net active in the super network vs the extracted static sub-net.
+
+    .venv/bin/python benchmarks/bench_supernet.py [--steps 30] [--batch 128]
+
+Prints a table; the ratios are what matter (both sides run in the same invocation).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ems_ray.space import Genome, load_preset
+from ems_ray.supernet import ElasticSuperNet
+from ems_ray.train import PhaseConfig
+from ems_ray.train.progressive import SubnetStep
+
+PHASE = PhaseConfig(name="width", epochs=1, lr=0.05, width_fraction=1.0, subnets_per_step=2)
+
+
+def time_ps_steps(steps: int, batch: int, threads: int, warmup: int = 3) -> float:
+    """Images/s of progressive-shrinking steps (teacher forward + 2 sub-nets) on random data."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    space = load_preset("fmnist-small")
+    genome = Genome(space)
+    net = ElasticSuperNet(space).to(memory_format=torch.channels_last)
+    teacher = ElasticSuperNet(space).to(memory_format=torch.channels_last).eval()
+    teacher.set_active(genome.largest()[0])
+    model = SubnetStep(net, label_smoothing=0.1, kd_ratio=1.0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        with torch.no_grad():
+            soft = F.softmax(teacher(x), dim=1)
+        rows = PHASE.sample(genome, np.random.default_rng(i), PHASE.subnets_per_step)
+        loss = model(x, y, soft, rows)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def ray_train_images_per_s(steps: int, batch: int, threads: int) -> float:
+    import ray
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def loop(config):
+        ray.train.report({"ips": time_ps_steps(config["steps"], config["batch"], config["threads"])})
+
+    ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
+    try:
+        trainer = TorchTrainer(
+            loop, train_loop_config={"steps": steps, "batch": batch, "threads": threads},
+            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
+            run_config=RunConfig(name=f"bench-{os.getpid()}", storage_path="/tmp/ems-ray-bench"),
+        )
+        return trainer.fit().metrics["ips"]
+    finally:
+        ray.shutdown()
+
+
+def eval_images_per_s(batch: int, threads: int, reps: int = 20) -> tuple[float, float]:
+    """(super network with a sub-net active, extracted static sub-net) eval images/s."""
+    torch.set_num_threads(threads)
+    space = load_preset("fmnist-small")
+    genome = Genome(space)
+    row = genome.sample(np.random.default_rng(1), 1)[0]
+    net = ElasticSuperNet(space).eval()
+    net.set_active(row)
+    static = net.extract(genome.to_config(row)).eval()
+    x = torch.randn(batch, 1, 28, 28)
+    out = []
+    for model in (net, static):
+        model = model.to(memory_format=torch.channels_last)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            model(xc)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(xc)
+        out.append(reps * batch / (time.perf_counter() - t0))
+    return out[0], out[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    plain = time_ps_steps(args.steps, args.batch, args.threads)
+    in_ray = ray_train_images_per_s(args.steps, args.batch, args.threads)
+    plain2 = time_ps_steps(args.steps, args.batch, args.threads)  # bracket the Ray run: noise check
+    sup, stat = eval_images_per_s(500, args.threads)
+    print(f"{'measure':<48}{'images/s':>12}")
+    print(f"{'PS step (teacher + 2 sub-nets), plain PyTorch':<48}{(plain + plain2) / 2:>12.0f}")
+    print(f"{'PS step, inside Ray Train (1 worker)':<48}{in_ray:>12.0f}")
+    print(f"{'  ratio Ray Train / plain (target >= 0.9)':<48}{in_ray / ((plain + plain2) / 2):>12.2f}")
+    print(f"{'eval, super network with a sub-net active':<48}{sup:>12.0f}")
+    print(f"{'eval, extracted static sub-net':<48}{stat:>12.0f}")
+    print(f"{'  ratio static / super network':<48}{stat / sup:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The `ems-ray` command, the run configs it reads, and the README's set-up contract."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ems_ray.cli import build_parser, main
+from ems_ray.config import ConfigError, load_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_space_show(capsys):
+    assert main(["space", "show", "--preset", "apq-imagenet"]) == 0
+    out = capsys.readouterr().out
+    assert "21 block slots" in out and "520 FP + 252 quant = 772 features" in out
+
+
+def test_lut_build_writes_table_and_summary(tmp_path, capsys):
+    assert main(["lut", "build", "--preset", "fmnist-small", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "lut-fmnist-small.parquet").is_file()
+    assert "fmnist-small" in capsys.readouterr().out
+
+
+def test_unknown_preset_is_one_clear_line(capsys):
+    assert main(["lut", "build", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown search-space preset 'nope'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = load_run_config(path)
+    assert cfg.search_space().name == cfg.space
+
+
+def test_invalid_config_names_fields(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nrun_dir: runs/x\nspace: fmnist-small\n"
+        "data: {name: mnist}\n"
+        "supernet: {phases: [{name: full, epochs: 0, lr: 0.1, distill: false}]}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_run_config(bad)
+    text = str(err.value)
+    assert "data.name" in text and "fashion-mnist" in text
+    assert "supernet.phases.0.epochs" in text
+
+
+def test_config_errors_for_missing_file_and_bad_space(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_run_config(tmp_path / "missing.yaml")
+    cfg = ROOT / "configs" / "fmnist-quick.yaml"
+    with pytest.raises(ConfigError, match="space: unknown search-space preset 'imagenet-huge'"):
+        load_run_config(cfg, {"space": "imagenet-huge"})
+
+
+def test_readme_commands_and_ci_agree():
+    readme = (ROOT / "README.md").read_text()
+    assert "bash scripts/run.sh" in readme and "bash scripts/test.sh" in readme
+    assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+    # the main job's default command is a valid `ems-ray` invocation
+    run = (ROOT / "scripts" / "run.sh").read_text()
+    line = re.search(r"^exec \.venv/bin/ems-ray (.+)$", run, re.M).group(1)
+    build_parser().parse_args(shlex.split(line))
