@@ -1,12 +1,17 @@
 """Profile sub-nets of the fmnist-small space (and candidate variants) on this CPU.
 
-For the largest and smallest sub-net of each space: training images/s with the super network
-active (batch 128, SGD, channels_last), the same with a distillation teacher forward, eval and
-BN-recalibration images/s, the cost of one full-precision sample (recalibrate on 1k images,
-evaluate on 2k), parameters and MACs. `--epoch-check` trains the largest sub-net for one epoch
-on Fashion-MNIST and reports validation accuracy, a sanity check of the space's capacity.
+For the largest, the smallest and a random sub-net of each space: training images/s with the
+super network active (batch 128, SGD, channels_last), the same with a distillation teacher
+forward (the largest sub-net, extracted), eval and BN-recalibration images/s (batches of 250),
+the cost of one full-precision sample (recalibrate on 1k images, evaluate on 2k), parameters and
+MACs. The random row resamples its sub-net every training step (as the width phase does); its
+eval/params/MACs are those of the first sample. `--epoch-check` trains sub-nets alone on
+Fashion-MNIST and reports validation accuracy, a sanity check of the space's capacity.
 
-    python benchmarks/profile_fmnist_small.py [--variants base,...] [--epoch-check]
+Run it on an otherwise idle machine: with two intra-op threads on two cores, any other busy
+process (a training run, a test suite) slows every step many times over.
+
+    python benchmarks/profile_fmnist_small.py [--variants preset,draft,...] [--epoch-check --epochs 5]
 """
 from __future__ import annotations
 
@@ -19,24 +24,61 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ems_ray.space import SearchSpace, load_preset
-from ems_ray.supernet import ElasticSuperNet, evaluate, recalibrate_bn
+from ems_ray.supernet import ElasticSuperNet, evaluate
+
+def _stages(*specs: tuple[int, int, list[int]]) -> list[dict]:
+    return [{"out_channels": c, "stride": s, "depth_choices": d} for c, s, d in specs]
+
 
 # Candidate spaces tried while sizing the preset: overrides of fmnist-small's YAML fields.
 VARIANTS: dict[str, dict] = {
-    "preset": {},
+    "preset": {},  # fmnist-small.yaml as shipped (chosen: all7 with depth choices {1, 2, 3})
     # DESIGN.md's slow reference: stride-2 stem, four stages of three blocks, 24/32/64/96.
     "design-ref": {
         "stem": {"out_channels": 24, "kernel": 3, "stride": 2},
         "first_block": {"out_channels": 24, "kernel": 3, "stride": 1},
-        "stages": [
-            {"out_channels": 24, "stride": 1, "depth_choices": [2, 3]},
-            {"out_channels": 32, "stride": 2, "depth_choices": [2, 3]},
-            {"out_channels": 64, "stride": 1, "depth_choices": [2, 3]},
-            {"out_channels": 96, "stride": 2, "depth_choices": [2, 3]},
-        ],
+        "stages": _stages((24, 1, [2, 3]), (32, 2, [2, 3]), (64, 1, [2, 3]), (96, 2, [2, 3])),
         "channel_step": 8, "head_channels": 256,
     },
+    # The first draft preset: stage 0 at stride 1, three blocks of up to 144 mid channels at 14x14.
+    "draft": {
+        "stem": {"out_channels": 16, "kernel": 3, "stride": 2},
+        "first_block": {"out_channels": 16, "kernel": 3, "stride": 1},
+        "stages": _stages((24, 1, [2, 3]), (32, 2, [2, 3]), (48, 2, [2, 3]), (64, 1, [1])),
+        "channel_step": 8, "head_channels": 256,
+    },
+    # No searchable block at 14x14: stage 0 downsamples to 7x7 at once.
+    "all7": {
+        "stem": {"out_channels": 16, "kernel": 3, "stride": 2},
+        "first_block": {"out_channels": 16, "kernel": 3, "stride": 1},
+        "stages": _stages((24, 2, [2, 3]), (32, 1, [2, 3]), (48, 2, [2, 3]), (64, 1, [1])),
+        "channel_step": 8, "head_channels": 256,
+    },
+    # all7 with depth choices {1, 2, 3}: the same largest sub-net, a much smaller smallest one.
+    "all7-d123": {
+        "stem": {"out_channels": 16, "kernel": 3, "stride": 2},
+        "first_block": {"out_channels": 16, "kernel": 3, "stride": 1},
+        "stages": _stages((24, 2, [1, 2, 3]), (32, 1, [1, 2, 3]), (48, 2, [1, 2, 3]), (64, 1, [1])),
+        "channel_step": 8, "head_channels": 256,
+    },
+    # One or two narrow blocks at 14x14 (16 channels, mid 64-96), then 7x7 and 4x4 stages.
+    "narrow14": {
+        "stem": {"out_channels": 16, "kernel": 3, "stride": 2},
+        "first_block": {"out_channels": 16, "kernel": 3, "stride": 1},
+        "stages": _stages((16, 1, [1, 2]), (24, 2, [2, 3]), (40, 1, [2, 3]), (64, 2, [2, 3])),
+        "channel_step": 8, "head_channels": 256,
+    },
+    # As narrow14 with step 4 and a narrower 14x14 stage (12 channels, mid 48-72).
+    "narrow14-s4": {
+        "stem": {"out_channels": 12, "kernel": 3, "stride": 2},
+        "first_block": {"out_channels": 12, "kernel": 3, "stride": 1},
+        "stages": _stages((16, 1, [1, 2]), (24, 2, [2, 3]), (40, 1, [2, 3]), (64, 2, [2, 3])),
+        "channel_step": 4, "head_channels": 256,
+    },
 }
+
+
+VERBOSE = False
 
 
 def build_space(name: str) -> SearchSpace:
@@ -65,13 +107,18 @@ def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     return total
 
 
-def _rate(step, batch: int, iters: int, warmup: int = 2) -> float:
+def _rate(step, batch: int, iters: int, warmup: int = 3) -> float:
+    """Images/s from the median step time: robust to the odd slow step on a shared VM."""
     for _ in range(warmup):
         step()
-    t = time.perf_counter()
+    times = []
     for _ in range(iters):
+        t = time.perf_counter()
         step()
-    return batch * iters / (time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
+    if VERBOSE:
+        print("   step ms:", [round(1000 * t) for t in times])
+    return batch / float(np.median(times))
 
 
 def profile(space: SearchSpace, iters: int, batch: int = 128) -> list[dict]:
@@ -83,11 +130,16 @@ def profile(space: SearchSpace, iters: int, batch: int = 128) -> list[dict]:
     teacher = net.extract(net.genome.largest()[0]).eval()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
     rows = []
-    for label, genes in (("largest", net.genome.largest()[0]), ("smallest", net.genome.smallest()[0])):
-        net.set_active(genes)
+    rng = np.random.default_rng(0)
+    for label in ("largest", "smallest", "random"):
+        # "random": a new uniformly sampled sub-net every step, as in the width phase.
+        genes = {"largest": net.genome.largest()[0], "smallest": net.genome.smallest()[0]}.get(label)
+        net.set_active(genes if genes is not None else net.genome.sample(rng, 1)[0])
         static = net.extract()
 
         def train_step(kd: bool) -> None:
+            if genes is None:
+                net.sample_active(rng)
             net.train()
             logits = net(x)
             loss = F.cross_entropy(logits, y)
@@ -99,7 +151,8 @@ def profile(space: SearchSpace, iters: int, batch: int = 128) -> list[dict]:
             loss.backward()
             opt.step()
 
-        ex = x[:100].repeat(5, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+        # Evaluation in batches of 250: on this CPU larger batches fall out of cache and run slower.
+        ex = x[:125].repeat(2, 1, 1, 1).contiguous(memory_format=torch.channels_last)
 
         def eval_step() -> None:
             with torch.inference_mode():
@@ -111,8 +164,8 @@ def profile(space: SearchSpace, iters: int, batch: int = 128) -> list[dict]:
 
         train = _rate(lambda: train_step(False), batch, iters)
         train_kd = _rate(lambda: train_step(True), batch, iters)
-        ev = _rate(eval_step, len(ex), max(2, iters // 2))
-        rc = _rate(recal_step, len(ex), max(2, iters // 2))
+        ev = _rate(eval_step, len(ex), iters)
+        rc = _rate(recal_step, len(ex), iters)
         rows.append({
             "space": space.name, "subnet": label, "train": train, "train_kd": train_kd, "eval": ev, "recal": rc,
             "sample_s": 1000 / rc + 2000 / ev,
@@ -121,8 +174,8 @@ def profile(space: SearchSpace, iters: int, batch: int = 128) -> list[dict]:
     return rows
 
 
-def epoch_check(space: SearchSpace, epochs: float, lr: float) -> tuple[float, float]:
-    """Train the largest sub-net (super network active) on Fashion-MNIST; (val acc, seconds)."""
+def epoch_check(space: SearchSpace, epochs: float, lr: float, subnet: str = "largest") -> tuple[float, float]:
+    """Train one sub-net alone (super network active) on Fashion-MNIST; (val acc, seconds)."""
     from ems_ray.data import DataConfig, build_splits, make_loader
 
     torch.manual_seed(0)
@@ -130,6 +183,7 @@ def epoch_check(space: SearchSpace, epochs: float, lr: float) -> tuple[float, fl
     train = make_loader(splits.train, 128, shuffle=True, seed=0, drop_last=True)
     val = make_loader(splits.val, 500)
     net = ElasticSuperNet(space).to(memory_format=torch.channels_last)
+    net.set_active(getattr(net.genome, subnet)()[0])
     steps = int(epochs * len(train))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
@@ -158,18 +212,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epoch-check", action="store_true")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=0.2)
+    parser.add_argument("--epoch-subnets", default="largest", help="largest,smallest")
+    parser.add_argument("--skip-profile", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="print every timed step")
     args = parser.parse_args(argv)
+    global VERBOSE
+    VERBOSE = args.verbose
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128, channels_last")
     print(f"{'space':<22}{'subnet':<9}{'train/s':>8}{'+KD/s':>8}{'eval/s':>8}{'recal/s':>8}{'sample_s':>9}{'params':>9}{'MMACs':>7}")
     for name in args.variants.split(","):
         space = build_space(name)
-        for r in profile(space, args.iters):
+        for r in [] if args.skip_profile else profile(space, args.iters):
             print(f"{r['space']:<22}{r['subnet']:<9}{r['train']:>8.0f}{r['train_kd']:>8.0f}{r['eval']:>8.0f}"
                   f"{r['recal']:>8.0f}{r['sample_s']:>9.2f}{r['params'] / 1e6:>8.3f}M{r['macs'] / 1e6:>7.2f}", flush=True)
-        if args.epoch_check:
-            acc, seconds = epoch_check(space, args.epochs, args.lr)
-            print(f"{space.name}: largest sub-net, {args.epochs:g} epoch(s): val acc {acc:.4f} in {seconds:.0f} s", flush=True)
+        for subnet in args.epoch_subnets.split(",") if args.epoch_check else []:
+            acc, seconds = epoch_check(space, args.epochs, args.lr, subnet)
+            print(f"{space.name}: {subnet} sub-net trained alone, {args.epochs:g} epoch(s): "
+                  f"val acc {acc:.4f} in {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

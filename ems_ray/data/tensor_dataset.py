@@ -55,7 +55,8 @@ class InMemoryImageDataset(Dataset):
         self.augment = augment
         self.pad = pad
         self.size = size
-        self.classes = list(classes) if classes is not None else [str(i) for i in range(int(self.labels.max()) + 1 if len(labels) else 0)]
+        n_classes = int(self.labels.max()) + 1 if len(labels) else 0
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
 
     def __len__(self) -> int:
         return len(self.images)
