@@ -157,7 +157,7 @@ class ExportedModel(nn.Module):
     """A reloaded export: runs the ONNX file in ONNX Runtime on CPU; `sidecar` holds the JSON.
 
     Takes and returns torch tensors so `ems_ray.supernet.evaluate` can score it like the
-    PyTorch model (`_device_anchor` is an empty parameter for its device look-up).
+    PyTorch model.
     """
 
     def __init__(self, onnx_path: Path, sidecar: dict[str, Any], num_threads: int | None = None):
@@ -170,7 +170,6 @@ class ExportedModel(nn.Module):
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.sidecar = sidecar
         self.onnx_path = onnx_path
-        self._device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     @property
     def config(self):

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model's parameters live; CPU for parameter-free wrappers (e.g. ONNX runtimes)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 @torch.no_grad()
