@@ -43,6 +43,14 @@ def _cmd_train_supernet(args: argparse.Namespace) -> None:
     run_supernet_stage(cfg, use_ray=not args.local)
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from ems_ray.config import load_run_config
+    from ems_ray.quant.stage import export_subnet
+
+    cfg = load_run_config(args.config)
+    export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ems-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="override supernet.workers")
     train.add_argument("--local", action="store_true", help="run in this process, without Ray")
     train.set_defaults(func=_cmd_train_supernet)
+
+    export = sub.add_parser("export", help="quantize, fine-tune and export a sub-net (ONNX QDQ + JSON)")
+    export.add_argument("--config", required=True, help="run config YAML (data, quantization recipe)")
+    export.add_argument("--subnet", required=True, help="sub-net config YAML (e.g. from `ems-ray search`)")
+    export.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
+    export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet name>)")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

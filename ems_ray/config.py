@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ems_ray.data import DataConfig
+from ems_ray.quant.recipe import QuantRecipe
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.train.config import SupernetTrainConfig
 
@@ -42,6 +43,7 @@ class RunConfig(BaseModel):
     space: str = Field("fmnist-small", description="preset name or path to a search-space YAML")
     data: DataConfig = Field(default_factory=DataConfig)
     supernet: SupernetTrainConfig
+    quant: QuantRecipe = Field(default_factory=QuantRecipe)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("space")

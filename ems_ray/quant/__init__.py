@@ -15,6 +15,7 @@ from ._export import (
 from ._finetune import FinetuneResult, distillation_loss, evaluate_quantized, quantization_aware_finetune
 from ._modules import NotCalibratedError, QuantConv2d, QuantLayerMixin, QuantLinear, quant_layers
 from ._policy import BlockBits, QuantPolicy, QuantPolicyError, apply_policy
+from .recipe import QuantizedResult, QuantRecipe, quantize_subnet
 from ._quantizers import (
     MAX_BITS, MIN_BITS, choose_range, fake_quantize, kl_range, magnitude_histogram, max_abs_range, quant_levels,
 )
@@ -24,5 +25,5 @@ __all__ = [
     "FinetuneResult", "NotCalibratedError", "QuantConv2d", "QuantLayerMixin", "QuantLinear", "QuantPolicy",
     "QuantPolicyError", "apply_policy", "calibrate", "choose_range", "distillation_loss", "evaluate_quantized",
     "export_quantized", "fake_quantize", "kl_range", "load_exported", "magnitude_histogram", "max_abs_range",
-    "qdq_node_counts", "quant_layers", "quant_levels", "quantization_aware_finetune", "quantization_disabled",
+    "QuantRecipe", "QuantizedResult", "qdq_node_counts", "quant_layers", "quant_levels", "quantize_subnet", "quantization_aware_finetune", "quantization_disabled",
 ]

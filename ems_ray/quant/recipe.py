@@ -1,0 +1,74 @@
+"""One sub-net from float to measured mixed precision: extract, quantize, calibrate, fine-tune,
+evaluate. Shared by `ems-ray export`, quantized data collection and the final-model stage so all
+three measure a policy the same way.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from torch import nn
+
+from ems_ray.space import SubnetConfig, validate_subnet
+from ems_ray.supernet import ElasticSuperNet, evaluate, recalibrate_bn
+
+from ._calibration import calibrate
+from ._finetune import evaluate_quantized, quantization_aware_finetune
+from ._policy import QuantPolicy, apply_policy
+
+
+class QuantRecipe(BaseModel):
+    """How a policy is measured: calibration, a short distilled fine-tune, BN-aware evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calib_batches: PositiveInt = 8
+    finetune_steps: int = Field(100, ge=0)
+    finetune_lr: float = Field(0.005, gt=0)
+    distill: bool = Field(True, description="distil from the float sub-net while fine-tuning")
+    bn_batches: PositiveInt = 8
+    val_batches: int | None = Field(None, ge=1, description="limit evaluation batches (None: all)")
+
+
+@dataclass
+class QuantizedResult:
+    model: nn.Module
+    policy: QuantPolicy
+    fp_acc: float
+    quant_acc: float
+    finetune_seconds: float
+    seconds: float
+
+
+def quantize_subnet(supernet: ElasticSuperNet, cfg: SubnetConfig, recipe: QuantRecipe, train_loader,
+                    val_loader, seed: int = 0) -> QuantizedResult:
+    """Measure `cfg` (bits included) on `val_loader`: float accuracy and quantized accuracy.
+
+    Deterministic in `seed`: the batch order of `train_loader` (when it has its own generator, as
+    `make_loader` builds) and the augmentation draws are re-seeded here.
+    """
+    validate_subnet(supernet.space, cfg)
+    generator = getattr(train_loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _measure(supernet, cfg, recipe, train_loader, val_loader, seed)
+
+
+def _measure(supernet: ElasticSuperNet, cfg: SubnetConfig, recipe: QuantRecipe, train_loader, val_loader,
+             seed: int) -> QuantizedResult:
+    t0 = time.perf_counter()
+    fp = supernet.extract(cfg)
+    recalibrate_bn(fp, train_loader, recipe.bn_batches)
+    fp_acc, _ = evaluate(fp, val_loader, recipe.val_batches)
+    policy = QuantPolicy.from_subnet(cfg, supernet.space)
+    qnet = apply_policy(copy.deepcopy(fp), policy)
+    calibrate(qnet, train_loader, recipe.calib_batches)
+    ft = quantization_aware_finetune(qnet, train_loader, recipe.finetune_steps, recipe.finetune_lr,
+                                     teacher=fp if recipe.distill else None, seed=seed)
+    acc, _ = evaluate_quantized(qnet, train_loader, val_loader, recipe.bn_batches, recipe.val_batches)
+    return QuantizedResult(qnet, policy, fp_acc, acc, ft.seconds, time.perf_counter() - t0)
