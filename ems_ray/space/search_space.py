@@ -6,17 +6,17 @@ Everything else (the super network, the encoding, the hardware LUT) derives its 
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from .yaml_model import YamlModel
 
 ALLOWED_KERNELS = (1, 3, 5, 7)
 ALLOWED_BITS = tuple(range(2, 9))
 
 
-class _Frozen(BaseModel):
+class _Frozen(YamlModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -202,16 +202,3 @@ class SearchSpace(_Frozen):
     @property
     def final_resolution(self) -> int:
         return self.slots[-1].out_resolution
-
-    # ----- YAML ----------------------------------------------------------------------------
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, source: str | Path) -> SearchSpace:
-        """Load from a YAML file path (or YAML text containing a newline)."""
-        text = source if isinstance(source, str) and "\n" in source else Path(source).read_text()
-        return cls.model_validate(yaml.safe_load(text))

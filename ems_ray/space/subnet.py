@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 from pydantic import BaseModel, ConfigDict, PositiveInt
+
+from .yaml_model import YamlModel
 
 if TYPE_CHECKING:
     from .search_space import SearchSpace
@@ -37,7 +38,7 @@ class BlockConfig(BaseModel):
         return (self.pw_w_bits, self.pw_a_bits, self.dw_w_bits, self.dw_a_bits)
 
 
-class SubnetConfig(BaseModel):
+class SubnetConfig(YamlModel):
     """Depth per stage, and kernel / mid channels / four bit-widths for every block slot.
 
     Every slot carries a `BlockConfig`, active or not, so that mutation and crossover work on a
@@ -50,17 +51,10 @@ class SubnetConfig(BaseModel):
     depths: list[PositiveInt]
     blocks: list[BlockConfig]
 
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
     @classmethod
     def from_yaml(cls, source: str | Path, space: SearchSpace | None = None) -> SubnetConfig:
         """Load (YAML file path or text); validated against `space` when given."""
-        text = source if isinstance(source, str) and "\n" in source else Path(source).read_text()
-        cfg = cls.model_validate(yaml.safe_load(text))
+        cfg = super().from_yaml(source)
         if space is not None:
             validate_subnet(space, cfg)
         return cfg
