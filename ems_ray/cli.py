@@ -51,6 +51,31 @@ def _cmd_export(args: argparse.Namespace) -> None:
     export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out))
 
 
+def _cmd_collect(args: argparse.Namespace) -> None:
+    from ems_ray.collect import run_collect_stage
+    from ems_ray.config import load_run_config
+
+    cfg = load_run_config(args.config)
+    summary = run_collect_stage(cfg, args.kind, points=args.points,
+                                supernet_path=args.supernet and Path(args.supernet), use_ray=not args.local)
+    print(f"[collect {summary.kind}] {summary.total_points}/{summary.target_points} points in {summary.folder} "
+          f"({summary.new_points} new in {summary.seconds / 60:.1f} min, {summary.points_per_min:.1f} points/min)")
+
+
+def _cmd_train_predictor(args: argparse.Namespace) -> None:
+    from ems_ray.config import load_run_config
+    from ems_ray.predictor import run_predictor_stage
+
+    overrides = {}
+    if args.mode:
+        overrides["predictor.mode"] = args.mode
+    if args.num_samples:
+        overrides["predictor.tune.num_samples"] = args.num_samples
+    if args.data:
+        overrides["predictor.data_dir"] = args.data
+    run_predictor_stage(load_run_config(args.config, overrides), force=args.force)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ems-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
     export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet name>)")
     export.set_defaults(func=_cmd_export)
+
+    collect = sub.add_parser("collect", help="measure sampled sub-nets into Parquet (FP or quantized)")
+    collect.add_argument("kind", choices=["fp", "quant"], help="full-precision or quantized points")
+    collect.add_argument("--config", required=True, help="run config YAML (its `collect` section)")
+    collect.add_argument("--points", type=int, help="target number of points (default: collect.<kind>_points)")
+    collect.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
+    collect.add_argument("--local", action="store_true", help="run in this process, without Ray")
+    collect.set_defaults(func=_cmd_collect)
+
+    pred = sub.add_parser("train-predictor", help="FP and quantization-aware accuracy predictors (transfer)")
+    pred.add_argument("--config", required=True, help="run config YAML (its `predictor` section)")
+    pred.add_argument("--mode", choices=["single", "tune"], help="override predictor.mode: one run or a Ray Tune search")
+    pred.add_argument("--num-samples", type=int, help="override predictor.tune.num_samples")
+    pred.add_argument("--data", help="collected Parquet folder with fp/ and quant/ (default: <run_dir>/collect)")
+    pred.add_argument("--force", action="store_true", help="retrain even if the run's predictors are up to date")
+    pred.set_defaults(func=_cmd_train_predictor)
     return parser
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ems_ray.collect.config import CollectConfig
 from ems_ray.data import DataConfig
+from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.recipe import QuantRecipe
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.train.config import SupernetTrainConfig
@@ -44,6 +46,8 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     supernet: SupernetTrainConfig
     quant: QuantRecipe = Field(default_factory=QuantRecipe)
+    collect: CollectConfig = Field(default_factory=CollectConfig)
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("space")

@@ -46,15 +46,19 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
     inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed)
-    if use_ray:
+    checkpoints = LocalSession(out / "checkpoints")
+    state = checkpoints.restore()
+    if state is not None and state["epoch"] == cfg.supernet.total_epochs - 1:
+        print(f"[train] the last epoch's checkpoint exists: writing {final} from it")
+    elif use_ray:
         from ems_ray.ray_session import ray_session
 
         from .ray_trainer import fit_on_ray
 
         with ray_session(cfg.ray):
-            state = fit_on_ray(inputs, storage=out / "ray")
+            state = fit_on_ray(inputs, storage=out / "ray", mirror=(out / "checkpoints").resolve())
     else:
-        state = train_supernet(inputs, LocalSession(out / "checkpoints"))
+        state = train_supernet(inputs, checkpoints)
     (out / "history.json").write_text(json.dumps(state["history"], indent=1))
     save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1]})
     print(f"[train] wrote {final}")

@@ -1,0 +1,165 @@
+"""The collection stage of a run: measure planned points into `<run_dir>/collect/<kind>/`.
+
+Everything that can be checked is checked before work starts: the output folder is writable,
+the super-network file exists and belongs to the run's search space, the data loads, existing
+shards are readable and were collected with the same plan and measurement settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from ems_ray.data import build_splits
+from ems_ray.hardware import build_lut
+from ems_ray.space import ENCODING_VERSION
+from ems_ray.supernet.checkpoint import load_supernet
+
+from .config import KINDS
+from .plan import PlannedSamples, SamplingPlan
+from .schema import to_table
+from .shards import CollectError, ShardStore
+from .worker import HARDWARE_COLUMNS, EvaluationWorker, WorkerSpec, choose_device
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+
+
+@dataclass
+class CollectSummary:
+    kind: str
+    folder: Path
+    target_points: int
+    total_points: int
+    new_points: int
+    seconds: float
+    lost_batches: int = 0
+
+    @property
+    def points_per_min(self) -> float:
+        return 60.0 * self.new_points / self.seconds if self.seconds > 0 else 0.0
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def collect_folder(cfg: RunConfig, kind: str) -> Path:
+    return Path(cfg.run_dir) / "collect" / kind
+
+
+class Progress:
+    """Points done, points per minute and ETA, printed at most every `every_s` seconds."""
+
+    def __init__(self, kind: str, target: int, done: int, every_s: float, log: Callable[[str], None]):
+        self.kind, self.target, self.start_done, self.done = kind, target, done, done
+        self.every_s, self.log = every_s, log
+        self.t0 = self.last = time.monotonic()
+        self.printed = done
+
+    def add(self, n: int, force: bool = False) -> None:
+        self.done += n
+        now = time.monotonic()
+        due = now - self.last >= self.every_s or self.done >= self.target or force
+        if not due or self.done == self.printed:
+            return
+        self.last, self.printed = now, self.done
+        new, elapsed = self.done - self.start_done, now - self.t0
+        rate = 60.0 * new / elapsed if elapsed > 0 else 0.0
+        eta = (self.target - self.done) / rate if rate > 0 else float("nan")
+        self.log(f"[collect {self.kind}] {self.done}/{self.target} points (+{new} this run), "
+                 f"{rate:.1f} points/min, ETA {eta:.1f} min")
+
+
+def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, supernet_path: Path | None = None,
+                      use_ray: bool = True, log: Callable[[str], None] = print,
+                      on_shard: Callable[[Path, pa.Table], None] | None = None) -> CollectSummary:
+    """Collect the first `points` (default `collect.<kind>_points`) of the run's plan for `kind`.
+
+    Resumes: sample ids already in the folder are skipped. `on_shard(path, table)` is called after
+    each shard is written. Returns counts and timing; read the points with `read_points`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
+    cc = cfg.collect
+    target = int(points or cc.points(kind))
+    space = cfg.search_space()
+    store = ShardStore(collect_folder(cfg, kind))
+    store.prepare()
+    path = Path(supernet_path or Path(cfg.run_dir) / "supernet" / "supernet.pt")
+    supernet = load_supernet(path, space)  # missing / unreadable / other space: SupernetFileError
+    sha = file_sha256(path)
+    splits = build_splits(cfg.data)  # missing data fails here, not in every actor
+    val_images = None if cc.val_images is None or cc.val_images >= len(splits.val) else cc.val_images
+    spec = WorkerSpec(kind=kind, space=space, data=cfg.data, bn_batches=cc.bn_batches, val_images=val_images,
+                      recipe=cc.quant_recipe or cfg.quant, supernet_sha256=sha,
+                      threads=cc.resources.torch_threads(), device=cc.device)
+    plan = SamplingPlan(space, kind, cfg.seed, cc.policies_per_arch, cc.scheme2_fraction)
+    done = store.scan()  # corrupt shards fail here, named
+    store.check_manifest({"plan": plan.describe(), "measurement": spec.measurement(), "supernet_sha256": sha,
+                          "encoding_version": ENCODING_VERSION})
+    planned = plan.take(target)
+    todo = planned.select(~np.isin(planned.sample_id, np.fromiter(done, np.int64, len(done))))
+    progress = Progress(kind, target, target - len(todo), cc.progress_every_s, log)
+    log(f"[collect {kind}] {store.folder}: {target - len(todo)}/{target} points present, {len(todo)} to measure "
+        f"(supernet {sha[:12]}, {'Ray actors' if use_ray else 'in this process'})")
+    t0 = time.monotonic()
+    lost = 0
+    if len(todo):
+        batches = _batches(todo, build_lut(space).score(todo.genes), cc.points_per_shard)
+
+        def write(columns: dict) -> None:
+            table = to_table(columns)
+            written = store.write(table)
+            progress.add(table.num_rows if written else 0)
+            if written and on_shard is not None:
+                on_shard(written, table)
+
+        state = supernet.state_dict()
+        if use_ray:
+            lost = _run_on_ray(cfg, spec, state, batches, write, log)
+        else:
+            device, note = choose_device(spec.device, [])
+            if note:
+                log(f"[collect {kind}] {note}")
+            worker = EvaluationWorker(spec, state, device)
+            for batch in batches:
+                write(worker(batch))
+        progress.add(0, force=True)
+    seconds = time.monotonic() - t0
+    total = len(store.done & set(planned.sample_id.tolist()))
+    if total < target:
+        raise CollectError(f"only {total} of {target} points were collected into {store.folder}; re-run to resume")
+    return CollectSummary(kind, store.folder, target, total, len(todo), seconds, lost)
+
+
+def _batches(todo: PlannedSamples, costs: dict[str, np.ndarray], size: int) -> list[dict]:
+    """Task inputs: planned columns plus the LUT's hardware cost (scored in one batched lookup)."""
+    out = []
+    for lo in range(0, len(todo), size):
+        part = slice(lo, lo + size)
+        out.append({"sample_id": todo.sample_id[part], "scheme": todo.scheme[part], "arch_id": todo.arch_id[part],
+                    "genes": todo.genes[part], "seed": todo.seed[part],
+                    **{c: np.asarray(costs[c][part]) for c in HARDWARE_COLUMNS}})
+    return out
+
+
+def _run_on_ray(cfg: RunConfig, spec: WorkerSpec, state: dict, batches: list[dict], write, log) -> int:
+    from ems_ray.ray_session import ray_session
+
+    from .actor_pool import EvaluationActorPool
+
+    with ray_session(cfg.ray):
+        pool = EvaluationActorPool(spec, state, cfg.collect.resources, log)
+        pool.run(batches, write)
+        return pool.lost_batches

@@ -1,0 +1,121 @@
+"""The predictor stage of a run: collected Parquet in, `<run_dir>/predictor/` out.
+
+    <run_dir>/predictor/fp.pt          FP predictor
+    <run_dir>/predictor/quant.pt       quantization-aware predictor (absent without quantized data)
+    <run_dir>/predictor/metrics.json   held-out metrics, settings, data summary, fingerprint
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._data import CollectedData, load_collected
+from ._files import AccuracyPredictor, load_predictor
+from ._training import TrainedPredictors, train_predictors
+from .config import PredictorConfig
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+    from ems_ray.space import SearchSpace
+
+PREDICTOR_DIR = "predictor"
+FILES = ("fp.pt", "quant.pt", "metrics.json")
+
+
+def save_predictors(trained: TrainedPredictors, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """Write fp.pt, quant.pt (if trained) and metrics.json into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trained.fp.save(out_dir / "fp.pt")
+    if trained.quant is not None:
+        trained.quant.save(out_dir / "quant.pt")
+    else:
+        (out_dir / "quant.pt").unlink(missing_ok=True)
+    summary = {"metrics": trained.metrics(), **(extra or {})}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return out_dir
+
+
+def load_run_predictors(run_dir: str | Path, space: SearchSpace | None = None
+                        ) -> tuple[AccuracyPredictor, AccuracyPredictor | None]:
+    """(fp, quant or None) predictors of a run, checked against `space` when given."""
+    out = Path(run_dir) / PREDICTOR_DIR
+    quant = out / "quant.pt"
+    return load_predictor(out / "fp.pt", space, "fp"), (load_predictor(quant, space, "quant") if quant.is_file() else None)
+
+
+def stage_fingerprint(data: CollectedData, config: PredictorConfig, space: SearchSpace, seed: int) -> str:
+    """What makes two predictor runs the same (data rows, settings, space, seed)."""
+    from ems_ray.supernet.checkpoint import space_fingerprint
+
+    keep = {"data": data.fingerprint(), "space": space_fingerprint(space), "seed": seed,
+            "config": config.model_dump(mode="json", exclude={"data_dir", "device", "threads"})}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _log_epoch(every: int):
+    def log(record: dict, _snapshot) -> None:
+        if record["epoch"] % every == 0:
+            print(f"[predictor] {record['phase']:5s} epoch {record['epoch']:4d} loss {record['train_loss']:.4f} "
+                  f"val rmse {record['val_rmse']:.4f} tau {record['val_kendall_tau']:.3f} "
+                  f"pairwise {record['val_pairwise_accuracy']:.3f} (best epoch {record['best_epoch']})", flush=True)
+    return log
+
+
+def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
+    """Train (or Tune-search) the predictors of a run into `<run_dir>/predictor/`.
+
+    Skipped when `metrics.json` there records the same data, settings, space and seed, unless
+    `force`; collecting more rows or changing the `predictor` section retrains.
+    """
+    import torch
+
+    pc = cfg.predictor
+    space = cfg.search_space()
+    out = Path(cfg.run_dir) / PREDICTOR_DIR
+    data = load_collected(pc.data_dir or Path(cfg.run_dir) / "collect", space, pc.quant_scheme)
+    for note in data.notes:
+        print(f"[predictor] note: {note}")
+    fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
+    metrics_file = out / "metrics.json"
+    if not force and metrics_file.is_file() and json.loads(metrics_file.read_text()).get("fingerprint") == fingerprint:
+        print(f"[predictor] {out} is up to date with the collected data: stage already done")
+        return out
+    if pc.threads:
+        torch.set_num_threads(pc.threads)
+    summary = data.summary()
+    print(f"[predictor] {summary['fp']['rows']} FP rows, {summary['quant']['rows']} quantized rows; mode {pc.mode}")
+    t0 = time.perf_counter()
+    extra = {"fingerprint": fingerprint, "data": summary, "seed": cfg.seed, "mode": pc.mode,
+             "config": pc.model_dump(mode="json")}
+    if pc.mode == "single":
+        trained = train_predictors(data, pc, space, cfg.seed, on_epoch=_log_epoch(10))
+        save_predictors(trained, out, {**extra, "seconds": round(time.perf_counter() - t0, 1)})
+    else:
+        from ems_ray.ray_session import ray_session
+
+        from .ray_tune import tune_predictors
+
+        with ray_session(cfg.ray):
+            # named by the fingerprint: re-running resumes an interrupted search of the same data and
+            # settings, while new data or settings start a fresh one
+            best = tune_predictors(data, pc, space, cfg.seed, storage=out / "tune", name=f"{cfg.name}-{fingerprint}")
+        for f in FILES:
+            (out / f).unlink(missing_ok=True)
+            if (best.checkpoint_dir / f).is_file():
+                shutil.copyfile(best.checkpoint_dir / f, out / f)
+        summary_json = json.loads((out / "metrics.json").read_text())
+        summary_json.update(extra, seconds=round(time.perf_counter() - t0, 1), best_trial=best.trial_config,
+                            trials=best.trials)
+        (out / "metrics.json").write_text(json.dumps(summary_json, indent=1, sort_keys=True))
+    m = json.loads(metrics_file.read_text())["metrics"]
+    for kind in ("fp", "quant"):
+        if m.get(kind):
+            print(f"[predictor] {kind:5s}: held-out rmse {m[kind]['val_rmse']:.4f}, kendall tau "
+                  f"{m[kind]['val_kendall_tau']:.3f}, pairwise accuracy {m[kind]['val_pairwise_accuracy']:.3f}")
+    print(f"[predictor] wrote {out}")
+    return out
