@@ -14,6 +14,7 @@ from ems_ray.collect.config import CollectConfig
 from ems_ray.data import DataConfig
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.recipe import QuantRecipe
+from ems_ray.search.config import SearchConfig
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.train.config import SupernetTrainConfig
 
@@ -48,6 +49,7 @@ class RunConfig(BaseModel):
     quant: QuantRecipe = Field(default_factory=QuantRecipe)
     collect: CollectConfig = Field(default_factory=CollectConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("space")

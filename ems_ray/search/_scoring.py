@@ -1,0 +1,138 @@
+"""Scoring candidates: predicted accuracy (predictor) plus LUT costs, budget checks, cheapest costs.
+
+Everything here takes whole (n, genome width) gene arrays, so a generation is one predictor call
+and one LUT gather.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ems_ray.space import Genome, SearchSpace
+from ems_ray.space.genome import GENES_PER_SLOT
+
+from .config import BUDGET_UNITS, Budget
+
+if TYPE_CHECKING:
+    from ems_ray.hardware import CostTable
+
+COST_KEYS = ("latency_ms", "energy_mj", "macs", "bitops")
+_UNIT_OF = {score_key: (unit, scale) for score_key, unit, scale in BUDGET_UNITS.values()}
+_NAME_OF = {score_key: name for name, (score_key, _, _) in BUDGET_UNITS.items()}
+
+
+class InfeasibleBudgetError(ValueError):
+    """No sub-net of the space fits the budget (or the search cannot find one that does)."""
+
+
+class Predictor(Protocol):
+    def predict(self, genes: np.ndarray) -> np.ndarray: ...
+
+
+class SyntheticPredictor:
+    """The synthetic ground truth (`ems_ray.predictor.synthetic_accuracy`, quantized accuracy) as a
+    predictor: deterministic numpy, for tests and benchmarks before a predictor is trained."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+
+    def predict(self, genes: np.ndarray) -> np.ndarray:
+        from ems_ray.predictor import synthetic_accuracy
+
+        return synthetic_accuracy(self.space, np.atleast_2d(genes))[1]
+
+
+def gene_names(genome: Genome) -> list[str]:
+    """One name per gene column: `depth{stage}`, then `b{slot}_{kernel|mid|pw_w|pw_a|dw_w|dw_a}`."""
+    fields = ("kernel", "mid", "pw_w", "pw_a", "dw_w", "dw_a")
+    assert len(fields) == GENES_PER_SLOT
+    names = [f"depth{s}" for s in range(genome.n_stages)]
+    for slot in range(genome.n_slots):
+        names += [f"b{slot:02d}_{f}" for f in fields]
+    return names
+
+
+def format_cost(key: str, value: float) -> str:
+    if key in _UNIT_OF:
+        unit, scale = _UNIT_OF[key]
+        return f"{value / scale:.4g} {unit}"
+    return f"{value / 1e6:.4g} MMACs" if key == "macs" else f"{value:.4g}"
+
+
+def within(costs: dict[str, np.ndarray], budget: Budget) -> np.ndarray:
+    """(n,) bool: which rows of LUT `costs` respect every limit of `budget`."""
+    n = len(next(iter(costs.values())))
+    ok = np.ones(n, dtype=bool)
+    for key, limit in budget.limits().items():
+        ok &= costs[key] <= limit
+    return ok
+
+
+def cheapest_costs(table: CostTable) -> dict[str, float]:
+    """The smallest latency, energy, MACs and BitOps any sub-net of the table's space can have.
+
+    Costs are sums of non-negative per-block terms, so each minimum is the fewest blocks (smallest
+    depth of every stage) with every active block at its own cheapest (kernel, width, bits): each
+    block's choices are enumerated exhaustively, which stays exact even where the cheapest choice is
+    not the smallest (6-bit runs at 8-bit speed, for one)."""
+    genome = table.genome
+    space = table.space
+    base = np.zeros((1, genome.width), dtype=np.int16)
+    for s, stage in enumerate(space.stages):
+        base[0, s] = int(np.argmin(stage.depth_choices))
+    base_costs = table.score(base)
+    total = {k: float(base_costs[k][0]) for k in COST_KEYS}
+    active = genome.active(base)[0]
+    for slot in np.flatnonzero(active):
+        cols = genome.n_stages + GENES_PER_SLOT * slot + np.arange(GENES_PER_SLOT)
+        combos = np.indices(genome.choice_counts[cols]).reshape(GENES_PER_SLOT, -1).T
+        rows = np.repeat(base, len(combos), axis=0)
+        rows[:, cols] = combos
+        costs = table.score(rows)
+        for k in COST_KEYS:
+            total[k] += float(costs[k].min() - base_costs[k][0])
+    return total
+
+
+def check_feasible(table: CostTable, budget: Budget) -> dict[str, float]:
+    """Raise `InfeasibleBudgetError` naming the cheapest possible cost when a limit is below it;
+    returns the cheapest costs."""
+    cheapest = cheapest_costs(table)
+    problems = [
+        f"{_NAME_OF[key]} budget {format_cost(key, limit)} is below the cheapest possible {format_cost(key, cheapest[key])}"
+        for key, limit in budget.limits().items() if limit < cheapest[key]
+    ]
+    if problems:
+        raise InfeasibleBudgetError(
+            f"budget {budget.describe()} is infeasible for search space '{table.space.name}': " + "; ".join(problems))
+    return cheapest
+
+
+class CandidateScorer:
+    """Predicted accuracy and LUT costs of gene rows; the one scoring path of every searcher."""
+
+    def __init__(self, predictor: Predictor, table: CostTable):
+        self.predictor = predictor
+        self.table = table
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.table.space
+
+    def accuracy(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(self.predictor.predict(np.atleast_2d(genes)), dtype=np.float64)
+
+    def costs(self, genes: np.ndarray) -> dict[str, np.ndarray]:
+        return self.table.score(genes)
+
+    def score(self, genes: np.ndarray) -> dict[str, np.ndarray]:
+        """{"accuracy", "latency_ms", "energy_mj", "macs", "bitops"} arrays, one entry per row."""
+        return {"accuracy": self.accuracy(genes), **self.costs(genes)}
+
+    def score_one(self, row: np.ndarray, budget: Budget | None = None) -> dict[str, float]:
+        """Python-scalar scores of one row (`within_budget` added when a budget is given)."""
+        scores = {k: v[0].item() for k, v in self.score(np.asarray(row)[None, :]).items()}
+        if budget is not None:
+            scores["within_budget"] = bool(within({k: np.asarray([v]) for k, v in scores.items()}, budget)[0])
+        return scores

@@ -1,0 +1,124 @@
+"""Configuration of the hardware-aware search (the `search:` section of a run config) and budgets.
+
+A budget caps one or more LUT costs; it is written `latency=8.5ms`, `energy=12mJ`, `bitops=20G`,
+or several joined by commas (`latency=8.5ms,energy=12mJ`).
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+# budget key -> (LUT score key, unit written after the number, scale from that unit to the score's)
+BUDGET_UNITS = {
+    "latency": ("latency_ms", "ms", 1.0),
+    "energy": ("energy_mj", "mJ", 1.0),
+    "bitops": ("bitops", "G", 1e9),
+}
+_ITEM = re.compile(r"^\s*(\w+)\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+class Budget(BaseModel):
+    """Upper bounds on a sub-net's LUT costs; `None` leaves a cost free. At least one is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float | None = Field(None, gt=0)
+    energy_mj: float | None = Field(None, gt=0)
+    bitops: float | None = Field(None, gt=0, description="BitOps (not giga)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Budget:
+        if not self.limits():
+            raise ValueError("a budget needs at least one of latency, energy, bitops")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """`latency=8.5ms`, `energy=12mJ`, `bitops=20G`, or several joined by commas."""
+        values: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in str(text).split(","))):
+            m = _ITEM.match(item)
+            if not m or m.group(1).lower() not in BUDGET_UNITS:
+                raise ValueError(f"budget: cannot read '{item}'; write latency=8.5ms, energy=12mJ or bitops=20G")
+            key, unit_given = m.group(1).lower(), m.group(3)
+            score_key, unit, scale = BUDGET_UNITS[key]
+            if unit_given and unit_given.lower() != unit.lower():
+                raise ValueError(f"budget: {key} is given in {unit}, not '{unit_given}' (e.g. {key}=10{unit})")
+            if score_key in values:
+                raise ValueError(f"budget: {key} given twice")
+            values[score_key] = float(m.group(2)) * scale
+        if not values:
+            raise ValueError("budget: empty; write latency=8.5ms, energy=12mJ or bitops=20G")
+        return cls(**values)
+
+    def limits(self) -> dict[str, float]:
+        """LUT score key -> upper bound, for the bounded costs only."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+    def describe(self) -> str:
+        """The budget as `parse` reads it, e.g. `latency=8.5ms,bitops=20G`."""
+        parts = []
+        for key, (score_key, unit, scale) in BUDGET_UNITS.items():
+            value = getattr(self, score_key)
+            if value is not None:
+                parts.append(f"{key}={value / scale:g}{unit}")
+        return ",".join(parts)
+
+    def slug(self) -> str:
+        """A folder name for this budget: `latency-8.5ms_bitops-20G`."""
+        return self.describe().replace("=", "-").replace(",", "_")
+
+
+class EvolutionConfig(BaseModel):
+    """The paper's evolution (section 4): a population of `population` scored candidates; the top
+    `parents` breed `mutations` children by mutation and `crossovers` by crossover per generation.
+
+    `generations` counts scored generations, the random initial population included, so the
+    default scores 500 x 100 = 50,000 candidates (the paper's budget). Candidates that break the
+    budget are rejected before scoring and resampled, at most `max_resample_rounds` batched rounds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    population: PositiveInt = 100
+    parents: PositiveInt = 25
+    mutations: int = Field(50, ge=0)
+    crossovers: int = Field(50, ge=0)
+    mutation_prob: float = Field(0.1, gt=0, le=1)
+    generations: PositiveInt = 500
+    max_resample_rounds: PositiveInt = 200
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EvolutionConfig:
+        if self.parents > self.population:
+            raise ValueError(f"parents ({self.parents}) must not exceed population ({self.population})")
+        if self.mutations + self.crossovers < 1:
+            raise ValueError("mutations + crossovers must be at least 1")
+        return self
+
+    @property
+    def children(self) -> int:
+        return self.mutations + self.crossovers
+
+
+class SearchConfig(BaseModel):
+    """How `ems-ray search` runs: which algorithm, in-process (`local`) or as a Ray Tune run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Literal["evolution", "tpe", "nsga2"] = "evolution"
+    mode: Literal["local", "tune"] = Field("local", description="local: batched in-process driver")
+    budget: str | None = Field(None, description="default budget, e.g. latency=8.5ms (the CLI may override)")
+    predictor: Literal["quant", "fp", "auto"] = Field("auto", description="auto: quant if trained, else fp")
+    lut: str | None = Field(None, description="cost-table Parquet; None builds it from the space")
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna searchers")
+    max_concurrent: PositiveInt = Field(8, description="Tune trials in flight")
+
+    @model_validator(mode="after")
+    def _budget_parses(self) -> SearchConfig:
+        if self.budget is not None:
+            Budget.parse(self.budget)
+        return self

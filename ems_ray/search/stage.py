@@ -1,0 +1,80 @@
+"""The search stage of a run: predictor + LUT in, `<run_dir>/search/<budget>/` out.
+
+    <run_dir>/search/<budget>/best.yaml     the best sub-net (`SubnetConfig`, for `ems-ray export`)
+    <run_dir>/search/<budget>/result.json   algorithm, budget, scores, candidates scored, time, history
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._local import SearchResult, run_local_evolution
+from ._scoring import CandidateScorer, check_feasible
+from .config import Budget
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+    from ems_ray.hardware import CostTable
+
+SEARCH_DIR = "search"
+
+
+def load_cost_table(cfg: RunConfig) -> CostTable:
+    """`search.lut` when given, else `<run_dir>/lut.parquet` when present, else built (seconds)."""
+    from ems_ray.hardware import CostTable, build_lut
+
+    space = cfg.search_space()
+    path = Path(cfg.search.lut) if cfg.search.lut else Path(cfg.run_dir) / "lut.parquet"
+    if path.is_file():
+        return CostTable.load(path, space)
+    if cfg.search.lut:
+        raise FileNotFoundError(f"search.lut: cost table not found: {path}")
+    return build_lut(space)
+
+
+def load_scorer(cfg: RunConfig, table: CostTable | None = None) -> CandidateScorer:
+    from ems_ray.predictor import load_run_predictors
+
+    table = table or load_cost_table(cfg)
+    fp, quant = load_run_predictors(cfg.run_dir, table.space)
+    which = cfg.search.predictor
+    if which == "quant" and quant is None:
+        raise FileNotFoundError(f"search.predictor is 'quant' but {cfg.run_dir}/predictor/quant.pt does not exist")
+    return CandidateScorer(fp if which == "fp" or quant is None else quant, table)
+
+
+def save_result(result: SearchResult, scorer: CandidateScorer, out_dir: str | Path) -> Path:
+    from ems_ray.space import Genome
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.subnet(Genome(scorer.space)).to_yaml(out_dir / "best.yaml")
+    (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1, sort_keys=True))
+    return out_dir
+
+
+def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer: CandidateScorer | None = None
+                     ) -> tuple[SearchResult, Path]:
+    """Search the run's space under `budget` (default `search.budget`) and save the best sub-net."""
+    sc = cfg.search
+    budget = budget if budget is not None else sc.budget
+    if budget is None:
+        raise ValueError("no budget: pass --budget latency=...ms (or energy=...mJ, bitops=...G) or set search.budget")
+    budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
+    table = scorer.table if scorer is not None else load_cost_table(cfg)
+    check_feasible(table, budget)  # before loading predictors: a bad budget fails fast
+    scorer = scorer or load_scorer(cfg, table)
+    out = Path(cfg.run_dir) / SEARCH_DIR / budget.slug()
+    if sc.mode == "local" and sc.algorithm == "evolution":
+        result = run_local_evolution(scorer, budget, sc.evolution, cfg.seed, check=False)
+    else:
+        from ems_ray.ray_session import ray_session
+
+        from .ray_tune import run_tune_search
+
+        with ray_session(cfg.ray):
+            result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, cfg.seed,
+                                     storage=out / "tune", name=sc.algorithm, max_concurrent=sc.max_concurrent,
+                                     check=False)
+    return result, save_result(result, scorer, out)

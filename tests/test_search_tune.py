@@ -1,0 +1,47 @@
+"""Search under Ray Tune (shared `ray_local`): evolution equal to the local driver, Optuna TPE/NSGA-II."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ems_ray.hardware import build_lut
+from ems_ray.search import Budget, CandidateScorer, EvolutionConfig, SyntheticPredictor, run_local_evolution
+from ems_ray.space import Genome, load_preset
+
+SPACE = load_preset("fmnist-small")
+GENOME = Genome(SPACE)
+# Tune's controller sets the pace (about 0.4 s per trial, more on a loaded machine): 12 trials
+TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=3)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return CandidateScorer(SyntheticPredictor(SPACE), build_lut(SPACE))
+
+
+@pytest.fixture(scope="module")
+def budget(scorer):
+    lat = scorer.costs(GENOME.sample(np.random.default_rng(0), 400))["latency_ms"]
+    return Budget(latency_ms=float(np.quantile(lat, 0.3)))
+
+
+def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, tmp_path):
+    from ems_ray.search.ray_tune import run_tune_search
+
+    local = run_local_evolution(scorer, budget, TINY, seed=7)
+    tuned = run_tune_search(scorer, budget, "evolution", TINY, seed=7, storage=tmp_path, name="evo")
+    assert tuned.scored == 12
+    assert np.array_equal(tuned.genes, local.genes)
+    assert tuned.scores["accuracy"] == pytest.approx(local.scores["accuracy"])
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])
+def test_optuna_searchers_run_under_tune(ray_local, scorer, budget, tmp_path, algorithm):
+    from ems_ray.search.ray_tune import run_tune_search
+
+    result = run_tune_search(scorer, budget, algorithm, num_samples=5, seed=0, storage=tmp_path, name=algorithm)
+    assert result.scored == 5
+    assert result.scores["latency_ms"] <= budget.latency_ms
+    if algorithm == "nsga2":
+        front = result.extra["pareto_front"]
+        assert front and all(b[0] > a[0] and b[1] >= a[1] for a, b in zip(front, front[1:]))
