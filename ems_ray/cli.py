@@ -76,6 +76,31 @@ def _cmd_train_predictor(args: argparse.Namespace) -> None:
     run_predictor_stage(load_run_config(args.config, overrides), force=args.force)
 
 
+def _cmd_search(args: argparse.Namespace) -> None:
+    from ems_ray.config import load_run_config
+    from ems_ray.search import format_cost, run_search_stage
+
+    overrides = {}
+    if args.algorithm:
+        overrides["search.algorithm"] = args.algorithm
+    if args.mode:
+        overrides["search.mode"] = args.mode
+    if args.generations:
+        overrides["search.evolution.generations"] = args.generations
+    if args.num_samples:
+        overrides["search.num_samples"] = args.num_samples
+    result, out = run_search_stage(load_run_config(args.config, overrides), args.budget)
+    s = result.scores
+    print(f"[search {result.algorithm}] budget {result.budget.describe()}: {result.scored} candidates scored "
+          f"in {result.seconds:.2f} s")
+    print(f"  predicted accuracy {s['accuracy']:.4f}, latency {format_cost('latency_ms', s['latency_ms'])}, "
+          f"energy {format_cost('energy_mj', s['energy_mj'])}, {format_cost('bitops', s['bitops'])} BitOps, "
+          f"{format_cost('macs', s['macs'])}")
+    cfg = (out / "best.yaml").read_text()
+    print("  best sub-net:\n    " + "\n    ".join(cfg.strip().splitlines()))
+    print(f"  saved {out / 'best.yaml'} and {out / 'result.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ems-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--data", help="collected Parquet folder with fp/ and quant/ (default: <run_dir>/collect)")
     pred.add_argument("--force", action="store_true", help="retrain even if the run's predictors are up to date")
     pred.set_defaults(func=_cmd_train_predictor)
+
+    search = sub.add_parser("search", help="best sub-net under a latency/energy/BitOps budget (predictor + LUT)")
+    search.add_argument("--config", required=True, help="run config YAML (its `search` section)")
+    search.add_argument("--budget", help="e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
+                                         "commas (default: search.budget)")
+    search.add_argument("--algorithm", choices=["evolution", "tpe", "nsga2"], help="override search.algorithm")
+    search.add_argument("--mode", choices=["local", "tune"], help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
+    search.add_argument("--generations", type=int, help="override search.evolution.generations")
+    search.add_argument("--num-samples", type=int, help="override search.num_samples (Optuna searchers)")
+    search.set_defaults(func=_cmd_search)
     return parser
 
 

@@ -176,3 +176,46 @@ def test_save_result_writes_a_loadable_subnet(scorer, budget, tmp_path):
     assert np.array_equal(GENOME.from_config(cfg), result.genes)
     saved = json.loads((out / "result.json").read_text())
     assert saved["budget"] == budget.describe() and saved["scored"] == 24
+
+
+# ----- the stage and the command -------------------------------------------------------------------
+@pytest.fixture()
+def run_config(tmp_path):
+    import torch
+
+    from ems_ray.predictor import AccuracyPredictor, MLPPredictor
+    from ems_ray.space import Encoding
+
+    enc = Encoding(SPACE)
+    torch.manual_seed(0)
+    for kind, quant_dim in (("fp", 0), ("quant", enc.quant_dim)):
+        model = MLPPredictor(enc.fp_dim, quant_dim, hidden=16, layers=2)
+        AccuracyPredictor(model, SPACE, kind).save(tmp_path / "run" / "predictor" / f"{kind}.pt")
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"name: t\nrun_dir: {tmp_path / 'run'}\n"
+        "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
+        "search: {evolution: {population: 8, parents: 3, mutations: 4, crossovers: 4, generations: 3}}\n")
+    return path
+
+
+def test_search_command_prints_and_saves_the_best_subnet(run_config, tmp_path, capsys):
+    from ems_ray.cli import main
+
+    assert main(["search", "--config", str(run_config), "--budget", "latency=0.3ms"]) == 0
+    out = capsys.readouterr().out
+    assert "24 candidates scored" in out and "predicted accuracy" in out and "latency" in out
+    folder = tmp_path / "run" / "search" / "latency-0.3ms"
+    cfg = SubnetConfig.from_yaml(folder / "best.yaml", SPACE)
+    result = json.loads((folder / "result.json").read_text())
+    assert np.array_equal(GENOME.from_config(cfg), result["genes"]) and result["scores"]["latency_ms"] <= 0.3
+
+
+def test_search_command_rejects_an_infeasible_budget_in_one_line(run_config, capsys):
+    from ems_ray.cli import main
+
+    assert main(["search", "--config", str(run_config), "--budget", "energy=0.001mJ"]) == 2
+    err = capsys.readouterr().err
+    assert "cheapest possible" in err and "mJ" in err and "Traceback" not in err
+    assert main(["search", "--config", str(run_config)]) == 2
+    assert "no budget" in capsys.readouterr().err

@@ -45,3 +45,17 @@ def test_optuna_searchers_run_under_tune(ray_local, scorer, budget, tmp_path, al
     if algorithm == "nsga2":
         front = result.extra["pareto_front"]
         assert front and all(b[0] > a[0] and b[1] >= a[1] for a, b in zip(front, front[1:]))
+
+
+def test_optuna_trials_carry_the_budget_as_constraints(scorer, budget):
+    from ems_ray.search.ray_tune import METRIC, MODE, config_to_genes, optuna_searcher, param_space
+    from ems_ray.search import gene_names
+
+    searcher = optuna_searcher("tpe", scorer.table, budget, seed=0)
+    assert searcher.set_search_properties(METRIC, MODE, param_space(GENOME))
+    config = searcher.suggest("a")
+    genes = config_to_genes(config, gene_names(GENOME))
+    searcher.on_trial_complete("a", scorer.score_one(genes, budget))
+    (trial,) = searcher._ot_study.trials
+    latency = scorer.costs(genes[None])["latency_ms"][0]
+    assert trial.constraints == {"latency_ms": pytest.approx(latency - budget.latency_ms)}

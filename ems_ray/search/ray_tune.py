@@ -131,33 +131,35 @@ class EvolutionSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
-class BudgetConstraints:
-    """Optuna `constraints_func`: cost minus limit per bounded cost (feasible when all <= 0),
-    computed from the trial's parameters and the LUT, so TPE/NSGA-II learn the budget's edge."""
-
-    def __init__(self, table: CostTable, budget: Budget):
-        self.table, self.budget = table, budget
-        self.names = gene_names(Genome(table.space))
-
-    def __call__(self, trial) -> list[float]:
-        costs = self.table.score(config_to_genes(trial.params, self.names)[None, :])
-        return [float(costs[k][0] - limit) for k, limit in self.budget.limits().items()]
+def budget_constraints(table: CostTable, budget: Budget, genes: np.ndarray) -> dict[str, float]:
+    """Optuna constraint values of one row: cost minus limit per bounded cost (feasible: all <= 0)."""
+    costs = table.score(np.asarray(genes)[None, :])
+    return {key: float(costs[key][0] - limit) for key, limit in budget.limits().items()}
 
 
 def optuna_searcher(algorithm: str, table: CostTable, budget: Budget, seed: int = 0):
-    """`OptunaSearch` with TPE (accuracy, budget as constraint) or NSGA-II (accuracy and the
-    budget's first cost as objectives, budget as constraint: its front is the feasible front)."""
+    """`OptunaSearch` with TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the
+    budget's first cost); both see the budget as Optuna constraints, set on each trial from the LUT
+    before it is told (TPE models feasible trials apart; NSGA-II uses constrained domination)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    constraints = BudgetConstraints(table, budget)
+    names = gene_names(Genome(table.space))
+
+    class BudgetOptunaSearch(OptunaSearch):
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            trial = self._ot_trials.get(trial_id)
+            if trial is not None and trial_id not in self._completed_trials:
+                for key, value in budget_constraints(table, budget, config_to_genes(trial.params, names)).items():
+                    trial.set_constraint(key, value)
+            super().on_trial_complete(trial_id, result, error)
+
     if algorithm == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
-        return OptunaSearch(metric=METRIC, mode=MODE, sampler=sampler)
+        return BudgetOptunaSearch(metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=seed))
     if algorithm == "nsga2":
         cost = next(iter(budget.limits()))
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-        return OptunaSearch(metric=[METRIC, cost], mode=[MODE, "min"], sampler=sampler)
+        return BudgetOptunaSearch(metric=[METRIC, cost], mode=[MODE, "min"],
+                                  sampler=optuna.samplers.NSGAIISampler(seed=seed))
     raise ValueError(f"algorithm: '{algorithm}' not allowed; allowed values: ['evolution', 'tpe', 'nsga2']")
 
 
@@ -229,5 +231,5 @@ def _front(points: list[tuple[float, float]]) -> list[list[float]]:
     return front
 
 
-__all__ = ["EvolutionSearcher", "BudgetConstraints", "make_evolution", "optuna_searcher", "param_space",
+__all__ = ["EvolutionSearcher", "budget_constraints", "make_evolution", "optuna_searcher", "param_space",
            "run_tune_search", "score_trainable"]
