@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ems_ray.artifacts import read_artifact, save_artifact
 from ems_ray.space import ENCODING_VERSION, Encoding, SearchSpace, resolve_space
 from ems_ray.supernet.checkpoint import space_fingerprint
 
@@ -91,15 +92,12 @@ class AccuracyPredictor:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**self.metadata, "space_yaml": self.space.to_yaml()}
-        blob = {"format": PREDICTOR_FORMAT, "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "metadata": json.dumps(meta, sort_keys=True)}
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
-        return path
+        return save_artifact(path, {
+            "format": PREDICTOR_FORMAT,
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "metadata": json.dumps(meta, sort_keys=True),
+        })
 
 
 def read_predictor_metadata(path: str | Path) -> dict:
@@ -108,14 +106,8 @@ def read_predictor_metadata(path: str | Path) -> dict:
 
 
 def _read(path: Path) -> tuple[dict, dict]:
-    if not path.is_file():
-        raise PredictorFileError(f"predictor file not found: {path} (run `ems-ray train-predictor` first)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PredictorFileError(f"cannot read predictor file {path}: {exc.__class__.__name__}: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != PREDICTOR_FORMAT:
-        raise PredictorFileError(f"{path} is not an ems-ray predictor file (expected format {PREDICTOR_FORMAT})")
+    blob = read_artifact(path, PREDICTOR_FORMAT, "predictor file", PredictorFileError,
+                         "run `ems-ray train-predictor` first")
     return blob["state_dict"], json.loads(blob["metadata"])
 
 

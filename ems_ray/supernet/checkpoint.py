@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-
+from ems_ray.artifacts import read_artifact, save_artifact
 from ems_ray.space import SearchSpace
 
 SUPERNET_FORMAT = "ems-ray-supernet-v1"
@@ -24,31 +23,16 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 
 def save_supernet(path: Path, space: SearchSpace, state_dict: dict, metadata: dict | None = None) -> Path:
-    """Write atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
+    return save_artifact(path, {
         "format": SUPERNET_FORMAT, "space_name": space.name, "space_yaml": space.to_yaml(),
         "space_fingerprint": space_fingerprint(space), "state_dict": state_dict,
         "metadata": metadata or {},
-    }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
+    })
 
 
 def read_supernet_file(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SupernetFileError(f"super-network checkpoint not found: {path} (run `ems-ray train-supernet` first)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SupernetFileError(f"cannot read super-network checkpoint {path}: {exc.__class__.__name__}: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != SUPERNET_FORMAT:
-        raise SupernetFileError(f"{path} is not an ems-ray super-network file (expected format {SUPERNET_FORMAT})")
-    return blob
+    return read_artifact(path, SUPERNET_FORMAT, "super-network checkpoint", SupernetFileError,
+                         "run `ems-ray train-supernet` first")
 
 
 def load_supernet(path: Path, space: SearchSpace | None = None):

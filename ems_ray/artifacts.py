@@ -1,0 +1,31 @@
+"""Torch files that later stages read (super network, predictors): written atomically, read with
+`weights_only=True`, and checked for their format tag so a wrong or damaged file fails clearly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def save_artifact(path: str | Path, blob: dict) -> Path:
+    """`torch.save` to a temporary file, then rename: a killed writer never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_artifact(path: str | Path, fmt: str, what: str, error: type[Exception], missing_hint: str) -> dict:
+    """The dict in `path`, whose "format" must be `fmt`; `error` (naming the file) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path} ({missing_hint})")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise error(f"cannot read {what} {path}: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise error(f"{path} is not an ems-ray {what} (expected format {fmt})")
+    return blob
