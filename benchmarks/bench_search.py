@@ -81,7 +81,8 @@ def tune_rates(n_trials: int) -> None:
                    tune_config=tune.TuneConfig(num_samples=n_trials, search_alg=BasicVariantGenerator(random_state=0)),
                    run_config=tune.RunConfig(storage_path=d, name="default", verbose=0)).fit()
         default_s = time.perf_counter() - t0
-        print(f"Tune, default configuration: {n_trials} trials in {default_s:.1f} s = {n_trials / default_s:.2f} trials/s")
+        print(f"Tune, default configuration: {n_trials} trials in {default_s:.1f} s "
+              f"= {n_trials / default_s:.2f} trials/s")
         pop = max(n_trials // 4, 2)
         cfg = EvolutionConfig(population=pop, parents=max(pop // 4, 1), mutations=pop // 2,
                               crossovers=pop - pop // 2, generations=4)

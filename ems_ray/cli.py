@@ -89,15 +89,23 @@ def _cmd_search(args: argparse.Namespace) -> None:
         overrides["search.evolution.generations"] = args.generations
     if args.num_samples:
         overrides["search.num_samples"] = args.num_samples
-    result, out = run_search_stage(load_run_config(args.config, overrides), args.budget)
+    cfg = load_run_config(args.config, overrides)
+    result, out = run_search_stage(cfg, args.budget)
     s = result.scores
     print(f"[search {result.algorithm}] budget {result.budget.describe()}: {result.scored} candidates scored "
           f"in {result.seconds:.2f} s")
     print(f"  predicted accuracy {s['accuracy']:.4f}, latency {format_cost('latency_ms', s['latency_ms'])}, "
           f"energy {format_cost('energy_mj', s['energy_mj'])}, {format_cost('bitops', s['bitops'])} BitOps, "
           f"{format_cost('macs', s['macs'])}")
-    cfg = (out / "best.yaml").read_text()
-    print("  best sub-net:\n    " + "\n    ".join(cfg.strip().splitlines()))
+    from ems_ray.space import Genome
+
+    genome = Genome(cfg.search_space())
+    subnet, active = result.subnet(genome), genome.active(result.genes)[0]
+    print(f"  best sub-net: depths {subnet.depths}; active blocks (kernel, mid channels, pw W/A bits, dw W/A bits):")
+    for i, block in enumerate(subnet.blocks):
+        if active[i]:
+            print(f"    block {i:2d}: k{block.kernel} mid {block.mid_channels:4d}  pw W{block.pw_w_bits}A{block.pw_a_bits}"
+                  f"  dw W{block.dw_w_bits}A{block.dw_a_bits}")
     print(f"  saved {out / 'best.yaml'} and {out / 'result.json'}")
 
 
@@ -150,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--budget", help="e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
                                          "commas (default: search.budget)")
     search.add_argument("--algorithm", choices=["evolution", "tpe", "nsga2"], help="override search.algorithm")
-    search.add_argument("--mode", choices=["local", "tune"], help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
+    search.add_argument("--mode", choices=["local", "tune"],
+                        help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
     search.add_argument("--generations", type=int, help="override search.evolution.generations")
     search.add_argument("--num-samples", type=int, help="override search.num_samples (Optuna searchers)")
     search.set_defaults(func=_cmd_search)

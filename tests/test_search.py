@@ -8,8 +8,8 @@ import pytest
 
 from ems_ray.hardware import build_lut
 from ems_ray.search import (
-    Budget, CandidateScorer, EvolutionConfig, InfeasibleBudgetError, SearchConfig, SyntheticPredictor, check_feasible, cheapest_costs,
-    gene_names, make_evolution, run_local_evolution, save_result, within,
+    Budget, CandidateScorer, EvolutionConfig, InfeasibleBudgetError, SearchConfig, SyntheticPredictor,
+    check_feasible, cheapest_costs, gene_names, make_evolution, run_local_evolution, save_result, within,
 )
 from ems_ray.space import Genome, SubnetConfig, load_preset
 

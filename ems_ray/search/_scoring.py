@@ -100,7 +100,8 @@ def check_feasible(table: CostTable, budget: Budget) -> dict[str, float]:
     returns the cheapest costs."""
     cheapest = cheapest_costs(table)
     problems = [
-        f"{_NAME_OF[key]} budget {format_cost(key, limit)} is below the cheapest possible {format_cost(key, cheapest[key])}"
+        f"{_NAME_OF[key]} budget {format_cost(key, limit)} is below the cheapest possible "
+        f"{format_cost(key, cheapest[key])}"
         for key, limit in budget.limits().items() if limit < cheapest[key]
     ]
     if problems:
