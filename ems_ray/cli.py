@@ -9,6 +9,11 @@ from pathlib import Path
 from ems_ray.space import Encoding, preset_names, resolve_space
 
 
+def _overrides(args: argparse.Namespace, **config_keys: str) -> dict:
+    """Config overrides (dotted keys) from the command-line options that were given."""
+    return {key: getattr(args, option) for option, key in config_keys.items() if getattr(args, option)}
+
+
 def _cmd_space_show(args: argparse.Namespace) -> None:
     space = resolve_space(args.preset)
     enc = Encoding(space)
@@ -38,8 +43,7 @@ def _cmd_train_supernet(args: argparse.Namespace) -> None:
     from ems_ray.config import load_run_config
     from ems_ray.train import run_supernet_stage
 
-    overrides = {"supernet.workers": args.workers} if args.workers else {}
-    cfg = load_run_config(args.config, overrides)
+    cfg = load_run_config(args.config, _overrides(args, workers="supernet.workers"))
     run_supernet_stage(cfg, use_ray=not args.local)
 
 
@@ -66,13 +70,8 @@ def _cmd_train_predictor(args: argparse.Namespace) -> None:
     from ems_ray.config import load_run_config
     from ems_ray.predictor import run_predictor_stage
 
-    overrides = {}
-    if args.mode:
-        overrides["predictor.mode"] = args.mode
-    if args.num_samples:
-        overrides["predictor.tune.num_samples"] = args.num_samples
-    if args.data:
-        overrides["predictor.data_dir"] = args.data
+    overrides = _overrides(args, mode="predictor.mode", num_samples="predictor.tune.num_samples",
+                           data="predictor.data_dir")
     run_predictor_stage(load_run_config(args.config, overrides), force=args.force)
 
 
@@ -80,15 +79,8 @@ def _cmd_search(args: argparse.Namespace) -> None:
     from ems_ray.config import load_run_config
     from ems_ray.search import format_cost, run_search_stage
 
-    overrides = {}
-    if args.algorithm:
-        overrides["search.algorithm"] = args.algorithm
-    if args.mode:
-        overrides["search.mode"] = args.mode
-    if args.generations:
-        overrides["search.evolution.generations"] = args.generations
-    if args.num_samples:
-        overrides["search.num_samples"] = args.num_samples
+    overrides = _overrides(args, algorithm="search.algorithm", mode="search.mode",
+                           generations="search.evolution.generations", num_samples="search.num_samples")
     cfg = load_run_config(args.config, overrides)
     result, out = run_search_stage(cfg, args.budget)
     s = result.scores
