@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,16 +59,22 @@ def ray_train_images_per_s(steps: int, batch: int, threads: int) -> float:
     from ray.train.torch import TorchTrainer
 
     def loop(config):
-        ray.train.report({"ips": time_ps_steps(config["steps"], config["batch"], config["threads"])})
+        ips = time_ps_steps(config["steps"], config["batch"], config["threads"])
+        Path(config["out"]).write_text(str(ips))  # Train V2 keeps metrics only with checkpoints
+        ray.train.report({"ips": ips})
 
-    ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
+    out = Path(tempfile.mkdtemp()) / "ips.txt"
+    ray.init(num_cpus=threads, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     try:
         trainer = TorchTrainer(
-            loop, train_loop_config={"steps": steps, "batch": batch, "threads": threads},
+            loop, train_loop_config={"steps": steps, "batch": batch, "threads": threads, "out": str(out)},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
             run_config=RunConfig(name=f"bench-{os.getpid()}", storage_path="/tmp/ems-ray-bench"),
         )
-        return trainer.fit().metrics["ips"]
+        result = trainer.fit()
+        if result.error is not None:
+            raise RuntimeError(f"Ray Train run failed: {result.error}")
+        return float(out.read_text())
     finally:
         ray.shutdown()
 
