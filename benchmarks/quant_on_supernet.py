@@ -6,15 +6,12 @@ float vs W8A8 and W4A4 after calibration only, and W4A4 after a short distilled 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import torch
-
-from ems_ray.config import load_run_config
-from ems_ray.data import build_splits, make_loader
-from ems_ray.quant import QuantRecipe, quantize_subnet
+from ems_ray.data import make_loader
+from ems_ray.quant import quantize_subnet
 from ems_ray.space import Genome
-from ems_ray.supernet.checkpoint import load_supernet
+
+from _trained_run import load_trained_run
 
 
 def main() -> None:
@@ -22,11 +19,8 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    cfg = load_run_config(args.config)
+    cfg, net, splits = load_trained_run(args.config)
     space = cfg.search_space()
-    net = load_supernet(Path(cfg.run_dir) / "supernet" / "supernet.pt", space)
-    splits = build_splits(cfg.data)
     train = make_loader(splits.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed)
     val = make_loader(splits.val, cfg.data.eval_batch_size)
     genome = Genome(space)

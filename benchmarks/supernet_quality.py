@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ems_ray.config import load_run_config
-from ems_ray.data import build_splits, make_loader
+from ems_ray.data import make_loader
 from ems_ray.hardware import build_lut
 from ems_ray.space import Genome
-from ems_ray.supernet.checkpoint import load_supernet
 from ems_ray.train.progressive import eval_subnets, validate
+
+from _trained_run import load_trained_run
 
 
 def main() -> None:
@@ -31,11 +31,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12345, help="seed of the random sub-nets (not the training seed)")
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    cfg = load_run_config(args.config)
+    cfg, net, splits = load_trained_run(args.config)
     space = cfg.search_space()
-    net = load_supernet(Path(cfg.run_dir) / "supernet" / "supernet.pt", space)
-    splits = build_splits(cfg.data)
     bn_loader = make_loader(splits.train, batch_size=cfg.data.eval_batch_size, shuffle=True, seed=args.seed)
     val_loader = make_loader(splits.val, batch_size=cfg.data.eval_batch_size)
     nets = eval_subnets(space, args.seed, args.random)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._modules import QuantConv2d, quant_layers
+from ._modules import QuantConv2d, calibrated_quant_layers, quant_layers
 from ._policy import QuantPolicy
 
 if TYPE_CHECKING:
@@ -97,12 +97,7 @@ def export_quantized(
     _require("onnxscript", "ONNX export")
     if opset is not None and opset < 13:
         raise ExportError(f"opset: {opset} too old; QuantizeLinear/DequantizeLinear as exported need 13 or later")
-    layers = quant_layers(model)
-    if not layers:
-        raise ExportError("export_quantized: the model has no fake-quant layers (apply a QuantPolicy first)")
-    uncalibrated = [n for n, layer in layers.items() if not layer.calibrated]
-    if uncalibrated:
-        raise ExportError(f"export_quantized: run calibrate first; uncalibrated layers: {uncalibrated[:5]}")
+    layers = calibrated_quant_layers(model, "export_quantized", ExportError)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, sidecar_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"

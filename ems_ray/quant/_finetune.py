@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ems_ray.supernet import evaluate, recalibrate_bn
 
-from ._modules import quant_layers
+from ._modules import calibrated_quant_layers
 
 
 @dataclass
@@ -71,12 +71,7 @@ def quantization_aware_finetune(
     """
     if steps < 0:
         raise ValueError(f"steps: {steps} must be >= 0")
-    layers = quant_layers(model)
-    if not layers:
-        raise ValueError("quantization_aware_finetune: the model has no fake-quant layers (apply a QuantPolicy)")
-    uncalibrated = [name for name, layer in layers.items() if not layer.calibrated]
-    if uncalibrated:
-        raise ValueError(f"quantization_aware_finetune: run calibrate first; uncalibrated layers: {uncalibrated[:5]}")
+    calibrated_quant_layers(model, "quantization_aware_finetune")
     device = next(model.parameters()).device
     generator = getattr(loader, "generator", None)
     if isinstance(generator, torch.Generator):

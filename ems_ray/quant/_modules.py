@@ -181,3 +181,14 @@ QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)
 def quant_layers(model: nn.Module) -> dict[str, QuantLayerMixin]:
     """Fake-quant layers of a model by qualified name, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, QUANT_LAYER_TYPES)}
+
+
+def calibrated_quant_layers(model: nn.Module, caller: str, error: type[Exception] = ValueError) -> dict[str, QuantLayerMixin]:
+    """`quant_layers`, checked: there must be some, and every one must have been calibrated."""
+    layers = quant_layers(model)
+    if not layers:
+        raise error(f"{caller}: the model has no fake-quant layers (apply a QuantPolicy first)")
+    uncalibrated = [name for name, layer in layers.items() if not layer.calibrated]
+    if uncalibrated:
+        raise error(f"{caller}: run calibrate first; uncalibrated layers: {uncalibrated[:5]}")
+    return layers
