@@ -6,9 +6,11 @@
 Local driver: 500 generations x 100 candidates (50,000 scored) on `--preset`, scored by the given
 predictor or, without one, an untrained predictor of the preset's real input dims (hidden 400,
 3 layers: the same cost per row). Tune: `--tune-trials` candidates of `fmnist-small` scored by the
-search trainable, (a) default-configured Tune (random search over the same space, one CPU and a
-fresh actor per trial), (b) the evolution searcher as `run_tune_search` configures it (actors
-reused, 0.01 CPU per trial, 8 in flight, short trial names).
+search trainable, side by side in one Ray session: default-configured Tune (random search over the
+same space, one CPU and a fresh actor per trial, Tune's default loggers and console output) against
+`RandomSearcher` as `fit_tune` configures it (actors reused, 0.01 CPU per trial, 2 in flight, short
+trial names, CSV + TensorBoard loggers only) and variants of that; wall time, time to the first
+completed trial (start-up) and the steady rate after it, and a Markdown table.
 """
 from __future__ import annotations
 
@@ -61,34 +63,92 @@ def local_driver(preset: str, budget: str, predictor_path: str | None, generatio
           f"best {result.scores['accuracy']:.4f} at {result.scores['latency_ms']:.3f} ms")
 
 
+def _timed_fit(make_tuner, env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, s to the first completed trial, steady trials/s after it) of one Tune run, with
+    `env` set for the run only (Tune reads its TUNE_* settings when a run starts)."""
+    from ray.tune import Callback
+
+    class Clock(Callback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.times.append(time.perf_counter())
+
+    clock = Clock()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        t0 = time.perf_counter()
+        make_tuner([clock]).fit()
+        wall = time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    t = clock.times
+    steady = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+    return wall, (t[0] - t0) if t else float("nan"), steady
+
+
 def tune_rates(n_trials: int) -> None:
+    """Default-configured Tune against the configuration the search uses, and variants of it, in
+    one Ray session on the same trainable and space; each row `n_trials` candidates."""
     import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from ems_ray.search.ray_tune import param_space, run_tune_search, score_trainable
+    from ems_ray.search.compare import tune_loggers
+    from ems_ray.search.ray_tune import RandomSearcher, _trial_name, param_space, score_trainable
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # the default run gets Tune's default loggers
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     space = resolve_space("fmnist-small")
     scorer = CandidateScorer(SyntheticPredictor(space), build_lut(space))
     lat = scorer.costs(Genome(space).sample(np.random.default_rng(0), 400))["latency_ms"]
     budget = Budget(latency_ms=float(np.quantile(lat, 0.5)))
+    trainable = tune.with_parameters(score_trainable, scorer=scorer, budget=budget)
+    quiet = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+    def default(d: str):
+        return lambda cbs: tune.Tuner(
+            trainable, param_space=param_space(Genome(space)),
+            tune_config=tune.TuneConfig(num_samples=n_trials, search_alg=BasicVariantGenerator(random_state=0)),
+            run_config=tune.RunConfig(storage_path=d, name="default", callbacks=cbs))
+
+    def ours(d: str, name: str, loggers, concurrent: int, cpu: float = 0.01, reuse: bool = True):
+        return lambda cbs: tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpu}), param_space=param_space(Genome(space)),
+            tune_config=tune.TuneConfig(search_alg=RandomSearcher(scorer.table, budget, n_trials, seed=0),
+                                        num_samples=n_trials, reuse_actors=reuse, max_concurrent_trials=concurrent,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(storage_path=d, name=name, verbose=0, callbacks=[*loggers(), *cbs]))
+
+    rows = []
     with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        tune.Tuner(tune.with_parameters(score_trainable, scorer=scorer, budget=budget),
-                   param_space=param_space(Genome(space)),
-                   tune_config=tune.TuneConfig(num_samples=n_trials, search_alg=BasicVariantGenerator(random_state=0)),
-                   run_config=tune.RunConfig(storage_path=d, name="default", verbose=0)).fit()
-        default_s = time.perf_counter() - t0
-        print(f"Tune, default configuration: {n_trials} trials in {default_s:.1f} s "
-              f"= {n_trials / default_s:.2f} trials/s")
-        pop = max(n_trials // 4, 2)
-        cfg = EvolutionConfig(population=pop, parents=max(pop // 4, 1), mutations=pop // 2,
-                              crossovers=pop - pop // 2, generations=4)
-        result = run_tune_search(scorer, budget, "evolution", cfg, seed=0, storage=d, name="evolution")
-        print(f"Tune, EvolutionSearcher as run_tune_search runs it: {result.scored} trials in {result.seconds:.1f} s "
-              f"= {result.scored / result.seconds:.2f} trials/s")
+        variants = [
+            ("default Tuner (BasicVariantGenerator, 1 CPU/trial, no actor reuse, default loggers, verbose)",
+             default(d), {}),
+            ("as fit_tune runs it (reuse, 0.01 CPU, 2 in flight, CSV + TensorBoard loggers, verbose 0)",
+             ours(d, "ours", tune_loggers, concurrent=2), quiet),
+            ("  same, 1 in flight", ours(d, "c1", tune_loggers, concurrent=1), quiet),
+            ("  same, 8 in flight (the earlier setting)", ours(d, "c8", tune_loggers, concurrent=8), quiet),
+            ("  same, no result loggers at all", ours(d, "nolog", list, concurrent=2), quiet),
+            ("  same, experiment checkpoint at most every 60 s",
+             ours(d, "ckpt", tune_loggers, concurrent=2), {**quiet, "TUNE_GLOBAL_CHECKPOINT_S": "60"}),
+        ]
+        for label, make, env in variants:
+            wall, first, steady = _timed_fit(make, env)
+            rows.append((label, wall, first, steady))
+            print(f"{label}: {n_trials} trials in {wall:.1f} s = {n_trials / wall:.2f} trials/s "
+                  f"(first trial after {first:.1f} s, then {steady:.2f} trials/s)", flush=True)
+    base = rows[0][1]
+    print("\n| configuration | trials/s | first trial (s) | steady trials/s | speed-up vs default |\n"
+          "| --- | --- | --- | --- | --- |")
+    for label, wall, first, steady in rows:
+        print(f"| {label.strip()} | {n_trials / wall:.2f} | {first:.1f} | {steady:.2f} | {base / wall:.2f}x |")
     ray.shutdown()
 
 

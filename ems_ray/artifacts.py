@@ -2,13 +2,15 @@
 `weights_only=True`, and checked for their format tag so a wrong or damaged file fails clearly."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-import torch
 
 
 def save_artifact(path: str | Path, blob: dict) -> Path:
     """`torch.save` to a temporary file, then rename: a killed writer never leaves half a file."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -19,6 +21,8 @@ def save_artifact(path: str | Path, blob: dict) -> Path:
 
 def read_artifact(path: str | Path, fmt: str, what: str, error: type[Exception], missing_hint: str) -> dict:
     """The dict in `path`, whose "format" must be `fmt`; `error` (naming the file) otherwise."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} not found: {path} ({missing_hint})")
@@ -29,3 +33,16 @@ def read_artifact(path: str | Path, fmt: str, what: str, error: type[Exception],
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         raise error(f"{path} is not an ems-ray {what} (expected format {fmt})")
     return blob
+
+
+def update_sha256(h: hashlib._Hash, path: str | Path) -> None:
+    """Feed a file's bytes to `h` in 1 MiB blocks (super networks and shards can be large)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    update_sha256(h, path)
+    return h.hexdigest()

@@ -6,12 +6,39 @@ import sys
 import time
 from pathlib import Path
 
+from ems_ray.pipeline.stages import STAGE_NAMES
 from ems_ray.space import Encoding, preset_names, resolve_space
 
 
 def _overrides(args: argparse.Namespace, **config_keys: str) -> dict:
     """Config overrides (dotted keys) from the command-line options that were given."""
     return {key: getattr(args, option) for option, key in config_keys.items() if getattr(args, option)}
+
+
+def _set_pairs(items: list[str] | None) -> dict:
+    """`--set key=value` options as dotted overrides; values are read as YAML (`2`, `true`, `[a]`)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set: expected key=value (e.g. run_dir=/mnt/runs/x), got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def config_from_args(args: argparse.Namespace, **config_keys: str):
+    """The run config of `--config`, with `--set` pairs and the given options applied on top."""
+    from ems_ray.config import load_run_config
+
+    return load_run_config(args.config, {**_set_pairs(args.set), **_overrides(args, **config_keys)})
+
+
+def _add_config(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--config", required=True, help=f"run config YAML ({what})")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, dotted keys allowed (e.g. --set run_dir=/mnt/runs/x); repeatable")
 
 
 def _cmd_space_show(args: argparse.Namespace) -> None:
@@ -40,26 +67,23 @@ def _cmd_lut_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_supernet(args: argparse.Namespace) -> None:
-    from ems_ray.config import load_run_config
     from ems_ray.train import run_supernet_stage
 
-    cfg = load_run_config(args.config, _overrides(args, workers="supernet.workers"))
+    cfg = config_from_args(args, workers="supernet.workers")
     run_supernet_stage(cfg, use_ray=not args.local)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from ems_ray.config import load_run_config
     from ems_ray.quant.stage import export_subnet
 
-    cfg = load_run_config(args.config)
+    cfg = config_from_args(args)
     export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out))
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
     from ems_ray.collect import run_collect_stage
-    from ems_ray.config import load_run_config
 
-    cfg = load_run_config(args.config)
+    cfg = config_from_args(args)
     summary = run_collect_stage(cfg, args.kind, points=args.points,
                                 supernet_path=args.supernet and Path(args.supernet), use_ray=not args.local)
     print(f"[collect {summary.kind}] {summary.total_points}/{summary.target_points} points in {summary.folder} "
@@ -67,21 +91,17 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_predictor(args: argparse.Namespace) -> None:
-    from ems_ray.config import load_run_config
     from ems_ray.predictor import run_predictor_stage
 
-    overrides = _overrides(args, mode="predictor.mode", num_samples="predictor.tune.num_samples",
-                           data="predictor.data_dir")
-    run_predictor_stage(load_run_config(args.config, overrides), force=args.force)
+    cfg = config_from_args(args, mode="predictor.mode", num_samples="predictor.tune.num_samples", data="predictor.data_dir")
+    run_predictor_stage(cfg, force=args.force)
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
-    from ems_ray.config import load_run_config
     from ems_ray.search import format_cost, run_search_stage
 
-    overrides = _overrides(args, algorithm="search.algorithm", mode="search.mode",
-                           generations="search.evolution.generations", num_samples="search.num_samples")
-    cfg = load_run_config(args.config, overrides)
+    cfg = config_from_args(args, algorithm="search.algorithm", mode="search.mode",
+                  generations="search.evolution.generations", num_samples="search.num_samples")
     result, out = run_search_stage(cfg, args.budget)
     s = result.scores
     print(f"[search {result.algorithm}] budget {result.budget.describe()}: {result.scored} candidates scored "
@@ -101,6 +121,25 @@ def _cmd_search(args: argparse.Namespace) -> None:
     print(f"  saved {out / 'best.yaml'} and {out / 'result.json'}")
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> None:
+    from ems_ray.pipeline import print_outcome, run_pipeline
+
+    cfg = config_from_args(args)
+    manifest = run_pipeline(cfg, only=args.only, force=args.force, use_ray=not args.local)
+    print_outcome(cfg, manifest)
+
+
+def _cmd_compare_searchers(args: argparse.Namespace) -> None:
+    from ems_ray.config import load_run_config
+    from ems_ray.search.compare import format_summary, how_to_view, run_compare_stage
+
+    cfg = load_run_config(args.config, _overrides(args, candidates="search.compare.candidates"))
+    out = run_compare_stage(cfg, args.budget)
+    print(format_summary(out / "summary.csv"))
+    print(f"  wrote {out}/{{summary,curves,front}}.csv, curves.png, front.png")
+    print(how_to_view(out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ems-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_cmd_lut_build)
 
     train = sub.add_parser("train-supernet", help="progressive-shrinking training on Ray Train")
-    train.add_argument("--config", required=True, help="run config YAML (e.g. configs/fmnist-quick.yaml)")
+    _add_config(train, "e.g. configs/fmnist-quick.yaml")
     train.add_argument("--workers", type=int, help="override supernet.workers")
     train.add_argument("--local", action="store_true", help="run in this process, without Ray")
     train.set_defaults(func=_cmd_train_supernet)
 
     export = sub.add_parser("export", help="quantize, fine-tune and export a sub-net (ONNX QDQ + JSON)")
-    export.add_argument("--config", required=True, help="run config YAML (data, quantization recipe)")
+    _add_config(export, "data, quantization recipe")
     export.add_argument("--subnet", required=True, help="sub-net config YAML (e.g. from `ems-ray search`)")
     export.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
     export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet name>)")
@@ -131,14 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     collect = sub.add_parser("collect", help="measure sampled sub-nets into Parquet (FP or quantized)")
     collect.add_argument("kind", choices=["fp", "quant"], help="full-precision or quantized points")
-    collect.add_argument("--config", required=True, help="run config YAML (its `collect` section)")
+    _add_config(collect, "its `collect` section")
     collect.add_argument("--points", type=int, help="target number of points (default: collect.<kind>_points)")
     collect.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
     collect.add_argument("--local", action="store_true", help="run in this process, without Ray")
     collect.set_defaults(func=_cmd_collect)
 
     pred = sub.add_parser("train-predictor", help="FP and quantization-aware accuracy predictors (transfer)")
-    pred.add_argument("--config", required=True, help="run config YAML (its `predictor` section)")
+    _add_config(pred, "its `predictor` section")
     pred.add_argument("--mode", choices=["single", "tune"], help="override predictor.mode: one run or a Ray Tune search")
     pred.add_argument("--num-samples", type=int, help="override predictor.tune.num_samples")
     pred.add_argument("--data", help="collected Parquet folder with fp/ and quant/ (default: <run_dir>/collect)")
@@ -146,15 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_cmd_train_predictor)
 
     search = sub.add_parser("search", help="best sub-net under a latency/energy/BitOps budget (predictor + LUT)")
-    search.add_argument("--config", required=True, help="run config YAML (its `search` section)")
+    _add_config(search, "its `search` section")
     search.add_argument("--budget", help="e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
                                          "commas (default: search.budget)")
-    search.add_argument("--algorithm", choices=["evolution", "tpe", "nsga2"], help="override search.algorithm")
+    search.add_argument("--algorithm", choices=["evolution", "tpe", "nsga2", "random"],
+                        help="override search.algorithm")
     search.add_argument("--mode", choices=["local", "tune"],
                         help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
     search.add_argument("--generations", type=int, help="override search.evolution.generations")
     search.add_argument("--num-samples", type=int, help="override search.num_samples (Optuna searchers)")
     search.set_defaults(func=_cmd_search)
+
+    compare = sub.add_parser("compare-searchers", help="evolution vs TPE vs NSGA-II vs random at equal scored "
+                                                       "candidates, on Ray Tune (table, curves, fronts)")
+    compare.add_argument("--config", required=True, help="run config YAML (its `search` and `search.compare`)")
+    compare.add_argument("--budget", help="e.g. latency=8.5ms (default: search.budget)")
+    compare.add_argument("--candidates", type=int, help="override search.compare.candidates (scored per algorithm)")
+    compare.set_defaults(func=_cmd_compare_searchers)
+
+    pipe = sub.add_parser("pipeline", help="every stage of a run, resumable, ending with a report")
+    _add_config(pipe, "e.g. configs/fmnist-quick.yaml")
+    pipe.add_argument("--only", nargs="+", metavar="STAGE", help=f"run only these stages, of {list(STAGE_NAMES)}")
+    pipe.add_argument("--force", action="store_true", help="re-run the selected stages even when current")
+    pipe.add_argument("--local", action="store_true", help="run stages in this process where they can (no Ray)")
+    pipe.set_defaults(func=_cmd_pipeline)
     return parser
 
 

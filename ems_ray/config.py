@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ems_ray.collect.config import CollectConfig
 from ems_ray.data import DataConfig
+from ems_ray.final.config import FinalConfig
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.recipe import QuantRecipe
 from ems_ray.search.config import SearchConfig
@@ -50,6 +51,7 @@ class RunConfig(BaseModel):
     collect: CollectConfig = Field(default_factory=CollectConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    final: FinalConfig = Field(default_factory=FinalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("space")

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ $# -gt 0 ]; then exec .venv/bin/ems-ray "$@"; fi
-exec .venv/bin/ems-ray lut build --preset fmnist-small --out runs/lut
+exec .venv/bin/ems-ray pipeline --config configs/fmnist-quick.yaml

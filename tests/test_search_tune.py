@@ -4,25 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ems_ray.hardware import build_lut
-from ems_ray.search import Budget, CandidateScorer, EvolutionConfig, SyntheticPredictor, run_local_evolution
+from ems_ray.search import EvolutionConfig, run_local_evolution
 from ems_ray.space import Genome, load_preset
 
 SPACE = load_preset("fmnist-small")
 GENOME = Genome(SPACE)
-# Tune's controller sets the pace (about 0.4 s per trial, more on a loaded machine): 12 trials
+# Tune's controller sets the pace (0.25-0.4 s per trial, more on a loaded machine): 12 trials
 TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=3)
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    return CandidateScorer(SyntheticPredictor(SPACE), build_lut(SPACE))
-
-
-@pytest.fixture(scope="module")
-def budget(scorer):
-    lat = scorer.costs(GENOME.sample(np.random.default_rng(0), 400))["latency_ms"]
-    return Budget(latency_ms=float(np.quantile(lat, 0.3)))
 
 
 def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, tmp_path):

@@ -6,10 +6,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from ems_ray.data import DataConfig
 from ems_ray.space import Genome, load_preset
 from ems_ray.space.genome import KERNEL, MID
-from ems_ray.train import LoopInputs, PhaseConfig, SupernetTrainConfig, train_supernet
+from ems_ray.train import PhaseConfig, SupernetTrainConfig, train_supernet
 from ems_ray.train.checkpoints import CorruptCheckpointError, LocalSession
 from ems_ray.train.config import cosine_lr
 from tiny_configs import tiny_inputs

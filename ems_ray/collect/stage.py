@@ -6,7 +6,6 @@ shards are readable and were collected with the same plan and measurement settin
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from ems_ray.artifacts import file_sha256
 from ems_ray.data import build_splits
 from ems_ray.hardware import build_lut
 from ems_ray.space import ENCODING_VERSION
@@ -44,14 +44,6 @@ class CollectSummary:
     @property
     def points_per_min(self) -> float:
         return 60.0 * self.new_points / self.seconds if self.seconds > 0 else 0.0
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def collect_folder(cfg: RunConfig, kind: str) -> Path:

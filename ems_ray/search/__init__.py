@@ -8,19 +8,30 @@ Candidates are `Genome` rows, scored by the accuracy predictor and the BitFusion
     result.scores, result.subnet(Genome(space))
 
 The same `Evolution` runs under Ray Tune as `EvolutionSearcher` (one trial per candidate), beside
-Optuna TPE and NSGA-II (`optuna_searcher`) over the same space and trainable: `run_tune_search`.
-A run's stage: `run_search_stage(cfg, budget)` (the `ems-ray search` command).
+random search (`RandomSearch`, `run_local_random`, `RandomSearcher`) and Optuna TPE and NSGA-II
+(`optuna_searcher`) over the same space and trainable: `run_tune_search`.
+A run's stages: `run_search_stage(cfg, budget)` (`ems-ray search`) and `run_compare_stage(cfg,
+budget)` (`ems-ray compare-searchers`: all four at the same number of scored candidates).
 """
 from ._evolution import Evolution
-from ._local import SearchResult, make_evolution, run_local_evolution
-from ._scoring import (
-    CandidateScorer, InfeasibleBudgetError, SyntheticPredictor, check_feasible, cheapest_costs, format_cost, gene_names, within,
+from ._local import SearchResult, make_evolution, make_random_search, run_local_evolution, run_local_random
+from ._random import RandomSearch
+from ._restricted import (
+    COLUMN_GROUPS, RestrictedEvolution, RestrictedGenome, column_groups, columns_of, run_restricted_evolution,
 )
-from .config import Budget, EvolutionConfig, SearchConfig
+from ._scoring import (
+    CandidateScorer, InfeasibleBudgetError, SyntheticPredictor, check_feasible, cheapest_costs, format_cost, gene_names,
+    pareto_front, within,
+)
+from .config import ALGORITHMS, Budget, CompareConfig, EvolutionConfig, SearchConfig
+from .compare import run_compare_stage
 from .stage import run_search_stage, save_result
 
 __all__ = [
     "Budget", "CandidateScorer", "Evolution", "EvolutionConfig", "InfeasibleBudgetError", "SearchConfig",
     "SearchResult", "SyntheticPredictor", "check_feasible", "cheapest_costs", "format_cost", "gene_names", "make_evolution",
     "run_local_evolution", "run_search_stage", "save_result", "within",
+    "ALGORITHMS", "CompareConfig", "RandomSearch", "make_random_search", "pareto_front", "run_compare_stage",
+    "run_local_random",
+    "COLUMN_GROUPS", "RestrictedEvolution", "RestrictedGenome", "column_groups", "columns_of", "run_restricted_evolution",
 ]

@@ -91,30 +91,10 @@ class Evolution:
         return np.concatenate([mutated, crossed])
 
     def _sample(self, k: int) -> np.ndarray:
-        """Random rows for the initial population: half uniform, half with each gene set to its
-        smallest choice (fewest blocks, smallest kernel and width, fewest bits) with a per-row
-        probability drawn from U(0, 1). Under a tight budget almost no uniform row fits (0.2% of
-        `apq-imagenet` rows are under 8.5 ms); the shrunk half spans the sizes between."""
-        rows = self.genome.sample(self.rng, k)
-        shrink = self.rng.random((k, 1)) * (np.arange(k) % 2 == 1)[:, None]
-        return np.where(self.rng.random(rows.shape) < shrink, 0, rows).astype(np.int16)
+        return sample_candidates(self.genome, self.rng, k)
 
     def _fill(self, n: int, propose: Callable[[int], np.ndarray], what: str) -> np.ndarray:
-        """n feasible rows from batched proposals (rejected ones are never scored)."""
-        found: list[np.ndarray] = []
-        missing = n
-        for _ in range(self.config.max_resample_rounds):
-            if missing == 0:
-                break
-            batch = propose(max(2 * missing, 16))
-            ok = batch[self.feasible(batch)][:missing]
-            found.append(ok)
-            missing -= len(ok)
-        if missing:
-            raise InfeasibleBudgetError(
-                f"{what}: found only {n - missing} of {n} candidates within the budget after "
-                f"{self.config.max_resample_rounds} rounds of sampling; relax the budget")
-        return np.concatenate(found).astype(np.int16) if found else np.zeros((0, self.genome.width), np.int16)
+        return fill_feasible(n, propose, self.feasible, self.config.max_resample_rounds, what, self.genome.width)
 
     # ----- state ---------------------------------------------------------------------------------
     def get_state(self) -> dict:
@@ -134,3 +114,33 @@ class Evolution:
         self.population, self.fitness = state["population"].copy(), state["fitness"].copy()
         self.pending = None if state["pending"] is None else state["pending"].copy()
         self.history, self.scored = list(state["history"]), state["scored"]
+
+
+def sample_candidates(genome: Genome, rng: np.random.Generator, k: int) -> np.ndarray:
+    """Random rows for an initial population (and for random search): half uniform, half with each
+    gene set to its smallest choice (fewest blocks, smallest kernel and width, fewest bits) with a
+    per-row probability drawn from U(0, 1). Under a tight budget almost no uniform row fits (0.2% of
+    `apq-imagenet` rows are under 8.5 ms); the shrunk half spans the sizes between."""
+    rows = genome.sample(rng, k)
+    shrink = rng.random((k, 1)) * (np.arange(k) % 2 == 1)[:, None]
+    return np.where(rng.random(rows.shape) < shrink, 0, rows).astype(np.int16)
+
+
+def fill_feasible(n: int, propose: Callable[[int], np.ndarray], feasible: Callable[[np.ndarray], np.ndarray],
+                  rounds: int, what: str, width: int) -> np.ndarray:
+    """n feasible rows from batched proposals (rejected ones are never scored); raises
+    `InfeasibleBudgetError` when `rounds` batches do not yield them."""
+    found: list[np.ndarray] = []
+    missing = n
+    for _ in range(rounds):
+        if missing == 0:
+            break
+        batch = propose(max(2 * missing, 16))
+        ok = batch[feasible(batch)][:missing]
+        found.append(ok)
+        missing -= len(ok)
+    if missing:
+        raise InfeasibleBudgetError(
+            f"{what}: found only {n - missing} of {n} candidates within the budget after "
+            f"{rounds} rounds of sampling; relax the budget")
+    return np.concatenate(found).astype(np.int16) if found else np.zeros((0, width), np.int16)

@@ -1,4 +1,5 @@
-"""The in-process driver: the same `Evolution` the Tune searcher runs, one batched score per generation.
+"""The in-process driver: the same `Evolution` (or `RandomSearch`) the Tune searchers run, one batched
+score per generation.
 
 Tune pays its controller's per-trial cost (about 0.4 s here) for every candidate; the paper's
 50,000 candidates would take hours that way. Here a generation of 100 is one predictor call and one
@@ -14,6 +15,7 @@ import numpy as np
 from ems_ray.space import Genome, SubnetConfig
 
 from ._evolution import Evolution
+from ._random import RandomSearch
 from ._scoring import CandidateScorer, check_feasible, within
 from .config import Budget, EvolutionConfig
 
@@ -45,16 +47,35 @@ def make_evolution(scorer: CandidateScorer, budget: Budget, config: EvolutionCon
     return Evolution(Genome(scorer.space), config, lambda genes: within(scorer.costs(genes), budget), seed)
 
 
+def make_random_search(scorer: CandidateScorer, budget: Budget, samples: int, seed: int,
+                       max_resample_rounds: int = 200) -> RandomSearch:
+    """A `RandomSearch` of `samples` candidates within `budget` on the scorer's LUT."""
+    return RandomSearch(Genome(scorer.space), samples, lambda genes: within(scorer.costs(genes), budget), seed,
+                        max_resample_rounds=max_resample_rounds)
+
+
 def run_local_evolution(scorer: CandidateScorer, budget: Budget, config: EvolutionConfig | None = None,
                         seed: int = 0, check: bool = True) -> SearchResult:
     """Run the whole evolution in this process; `check` rejects an infeasible budget up front."""
     config = config or EvolutionConfig()
     if check:
         check_feasible(scorer.table, budget)
+    return _drive("evolution", make_evolution(scorer, budget, config, seed), scorer, budget)
+
+
+def run_local_random(scorer: CandidateScorer, budget: Budget, samples: int = 1000, seed: int = 0,
+                     check: bool = True, max_resample_rounds: int = 200) -> SearchResult:
+    """Random search in this process: `samples` candidates within the budget, scored in batches."""
+    if check:
+        check_feasible(scorer.table, budget)
+    return _drive("random", make_random_search(scorer, budget, samples, seed, max_resample_rounds), scorer, budget)
+
+
+def _drive(algorithm: str, search: Evolution | RandomSearch, scorer: CandidateScorer, budget: Budget) -> SearchResult:
+    """ask/tell until done, one batched predictor call per batch."""
     t0 = time.perf_counter()
-    evo = make_evolution(scorer, budget, config, seed)
-    while not evo.done:
-        evo.tell(scorer.accuracy(evo.ask()))
-    genes, _ = evo.best()
+    while not search.done:
+        search.tell(scorer.accuracy(search.ask()))
+    genes, _ = search.best()
     seconds = time.perf_counter() - t0
-    return SearchResult("evolution", budget, genes, scorer.score_one(genes), evo.scored, seconds, evo.history)
+    return SearchResult(algorithm, budget, genes, scorer.score_one(genes), search.scored, seconds, search.history)

@@ -69,6 +69,18 @@ def within(costs: dict[str, np.ndarray], budget: Budget) -> np.ndarray:
     return ok
 
 
+def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated (accuracy max, cost min) points, by increasing cost (ties: the
+    most accurate point of equal cost only)."""
+    accuracy, cost = np.asarray(accuracy, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+    front, best = [], -np.inf
+    for i in np.lexsort((-accuracy, cost)):
+        if accuracy[i] > best:
+            front.append(int(i))
+            best = accuracy[i]
+    return np.asarray(front, dtype=np.int64)
+
+
 def cheapest_costs(table: CostTable) -> dict[str, float]:
     """The smallest latency, energy, MACs and BitOps any sub-net of the table's space can have.
 

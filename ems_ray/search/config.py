@@ -6,9 +6,12 @@ or several joined by commas (`latency=8.5ms,energy=12mJ`).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+Algorithm = Literal["evolution", "tpe", "nsga2", "random"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 # budget key -> (LUT score key, unit written after the number, scale from that unit to the score's)
 BUDGET_UNITS = {
@@ -103,19 +106,62 @@ class EvolutionConfig(BaseModel):
         return self.mutations + self.crossovers
 
 
+class CompareConfig(BaseModel):
+    """`ems-ray compare-searchers`: every algorithm in `algorithms` scores exactly `candidates`.
+
+    Optuna and random search take `candidates` as their trial count. The evolution scores its
+    initial `population`, then `population` children per generation (half by mutation, half by
+    crossover, the paper's 50/50 split), so `generations = candidates / population` and
+    `candidates` must be a multiple of `population`. A comparison budget is small next to the
+    paper's 50,000, so the defaults keep the paper's population and parents (100, 25) and trade
+    generations: 1,000 candidates are 10 generations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list(ALGORITHMS), min_length=1)
+    candidates: PositiveInt = Field(1000, description="scored candidates per algorithm")
+    population: PositiveInt = Field(100, description="evolution: population and children per generation")
+    parents: PositiveInt = Field(25, description="evolution: parents per generation")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> CompareConfig:
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ValueError(f"algorithms: listed twice in {self.algorithms}")
+        if self.parents > self.population:
+            raise ValueError(f"parents ({self.parents}) must not exceed population ({self.population})")
+        if self.population < 2:
+            raise ValueError("population must be at least 2 (one child by mutation, one by crossover)")
+        if self.candidates % self.population:
+            low = self.candidates // self.population * self.population
+            hint = f"{low} or {low + self.population}" if low else str(self.population)
+            raise ValueError(f"candidates ({self.candidates}) must be a multiple of population ({self.population}) "
+                             f"so the evolution scores exactly that many; use candidates {hint}")
+        return self
+
+    def evolution(self, base: EvolutionConfig) -> EvolutionConfig:
+        """The evolution that scores exactly `candidates`; mutation probability and resampling from `base`."""
+        half = self.population // 2
+        return EvolutionConfig(population=self.population, parents=self.parents, mutations=half,
+                               crossovers=self.population - half, generations=self.candidates // self.population,
+                               mutation_prob=base.mutation_prob, max_resample_rounds=base.max_resample_rounds)
+
+
 class SearchConfig(BaseModel):
     """How `ems-ray search` runs: which algorithm, in-process (`local`) or as a Ray Tune run."""
 
     model_config = ConfigDict(extra="forbid")
 
-    algorithm: Literal["evolution", "tpe", "nsga2"] = "evolution"
-    mode: Literal["local", "tune"] = Field("local", description="local: batched in-process driver")
+    algorithm: Algorithm = "evolution"
+    mode: Literal["local", "tune"] = Field("local", description="local: batched in-process driver "
+                                                                 "(evolution, random); Optuna always runs on Tune")
     budget: str | None = Field(None, description="default budget, e.g. latency=8.5ms (the CLI may override)")
     predictor: Literal["quant", "fp", "auto"] = Field("auto", description="auto: quant if trained, else fp")
     lut: str | None = Field(None, description="cost-table Parquet; None builds it from the space")
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
-    num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna searchers")
-    max_concurrent: PositiveInt = Field(8, description="Tune trials in flight")
+    num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna and random searchers")
+    max_concurrent: PositiveInt = Field(2, description="Tune trials in flight (each one Ray actor; a score takes "
+                                                       "microseconds, so more only add processes: BENCHMARKS.md)")
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _budget_parses(self) -> SearchConfig:

@@ -1,11 +1,12 @@
-"""Ray Tune adapters: the evolution as a `Searcher`, the scoring trainable, Optuna TPE/NSGA-II.
+"""Ray Tune adapters: the evolution and random search as `Searcher`s, the scoring trainable, Optuna
+TPE/NSGA-II.
 
 One trial = one candidate. A trial's config holds one categorical choice index per gene column
 (`gene_names`: `depth0`, ..., `b00_kernel`, `b00_mid`, ...), so the evolution, Optuna and Tune's
 own views all see the same space, and the trainable reports that candidate's `accuracy`,
 `latency_ms`, `energy_mj`, `macs`, `bitops` and `within_budget`. Scoring takes microseconds and
-Tune's controller about 0.4 s per trial on this machine, so a Tune search is for inspection,
-distribution and comparison at small budgets; the paper's 50,000 candidates run in the local
+Tune's controller 0.25-0.4 s per trial on a 2-core machine (docs/BENCHMARKS.md), so a Tune
+search is for inspection, distribution and comparison at small budgets; the paper's 50,000 candidates run in the local
 driver (`run_local_evolution`), which drives the same `Evolution` object in batches.
 """
 from __future__ import annotations
@@ -23,10 +24,13 @@ from ems_ray.space import Genome
 
 from ._evolution import Evolution
 from ._local import SearchResult, make_evolution
-from ._scoring import CandidateScorer, check_feasible, gene_names, within
-from .config import Budget, EvolutionConfig
+from ._random import RandomSearch
+from ._scoring import CandidateScorer, check_feasible, gene_names, pareto_front, within
+from .config import ALGORITHMS, Budget, EvolutionConfig
 
 if TYPE_CHECKING:
+    from ray.tune import ResultGrid
+
     from ems_ray.hardware import CostTable
 
 METRIC, MODE = "accuracy", "max"
@@ -44,12 +48,54 @@ def config_to_genes(config: dict, names: list[str]) -> np.ndarray:
 
 
 def score_trainable(config: dict, *, scorer: CandidateScorer, budget: Budget | None = None) -> dict:
-    """Function trainable: score the one candidate in `config` (predictor + LUT), one report."""
+    """Function trainable: score the one candidate in `config` (predictor + LUT), one report.
+    `scored_at` (wall time) orders the candidates as they were scored: Tune's result lists do not
+    keep the order trials were created in."""
     names = gene_names(Genome(scorer.space))
-    return scorer.score_one(config_to_genes(config, names), budget)
+    return {**scorer.score_one(config_to_genes(config, names), budget), "scored_at": time.time()}
 
 
-class EvolutionSearcher(Searcher):
+class _GeneSearcher(Searcher):
+    """What the gene-row searchers share: one config key per gene column, state tied to a budget, and
+    `save`/`restore` as a pickle of `get_state()` (Tune calls them at each experiment checkpoint, so
+    `Tuner.restore` resumes the search where the last checkpoint left it)."""
+
+    def __init__(self, table: CostTable, budget: Budget, metric: str = METRIC, mode: str = MODE):
+        super().__init__(metric=metric, mode=mode)
+        self.budget = budget
+        self.genome = Genome(table.space)
+        self.names = gene_names(self.genome)
+        self.feasible = lambda genes: within(table.score(genes), budget)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    def _config(self, row: np.ndarray) -> dict:
+        return {name: int(v) for name, v in zip(self.names, row)}
+
+    def get_state(self) -> dict:
+        return {"metric": self._metric, "mode": self._mode, "budget": self.budget.model_dump()}
+
+    def set_state(self, state: dict) -> None:
+        if Budget(**state["budget"]) != self.budget:
+            raise ValueError(f"searcher state was saved for budget {Budget(**state['budget']).describe()}, "
+                             f"not {self.budget.describe()}")
+        self._metric, self._mode = state["metric"], state["mode"]
+
+    def save(self, checkpoint_path: str) -> None:
+        tmp = f"{checkpoint_path}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(self.get_state(), f)
+        os.replace(tmp, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+class EvolutionSearcher(_GeneSearcher):
     """The paper's evolution (`Evolution`) handing out one candidate per trial.
 
     `suggest` gives the next candidate of the current generation, or None while the generation's
@@ -62,20 +108,11 @@ class EvolutionSearcher(Searcher):
 
     def __init__(self, table: CostTable, budget: Budget, config: EvolutionConfig | None = None, seed: int = 0,
                  metric: str = METRIC, mode: str = MODE):
-        super().__init__(metric=metric, mode=mode)
-        self.budget = budget
-        self.genome = Genome(table.space)
-        self.names = gene_names(self.genome)
-        self.evolution = Evolution(self.genome, config or EvolutionConfig(),
-                                   lambda genes: within(table.score(genes), budget), seed)
+        super().__init__(table, budget, metric, mode)
+        self.evolution = Evolution(self.genome, config or EvolutionConfig(), self.feasible, seed)
         self._handed = 0  # candidates of the pending generation handed out
         self._trials: dict[str, tuple[int, int]] = {}  # trial id -> (generation, row)
         self._scores: dict[int, float] = {}  # row -> fitness, pending generation
-
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        self._metric = self._metric or metric
-        self._mode = self._mode or mode
-        return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
         evo = self.evolution
@@ -87,7 +124,7 @@ class EvolutionSearcher(Searcher):
         row = self._handed
         self._handed += 1
         self._trials[trial_id] = (evo.generation, row)
-        return {name: int(v) for name, v in zip(self.names, genes[row])}
+        return self._config(genes[row])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         generation, row = self._trials.pop(trial_id, (None, None))
@@ -108,27 +145,45 @@ class EvolutionSearcher(Searcher):
         return self.evolution.best()
 
     def get_state(self) -> dict:
-        return {"evolution": self.evolution.get_state(), "handed": self._handed, "trials": dict(self._trials),
-                "scores": dict(self._scores), "metric": self._metric, "mode": self._mode,
-                "budget": self.budget.model_dump()}
+        return {**super().get_state(), "evolution": self.evolution.get_state(), "handed": self._handed,
+                "trials": dict(self._trials), "scores": dict(self._scores)}
 
     def set_state(self, state: dict) -> None:
-        if Budget(**state["budget"]) != self.budget:
-            raise ValueError(f"searcher state was saved for budget {Budget(**state['budget']).describe()}, "
-                             f"not {self.budget.describe()}")
+        super().set_state(state)
         self.evolution.set_state(state["evolution"])
         self._handed, self._trials, self._scores = state["handed"], dict(state["trials"]), dict(state["scores"])
-        self._metric, self._mode = state["metric"], state["mode"]
 
-    def save(self, checkpoint_path: str) -> None:
-        tmp = f"{checkpoint_path}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(self.get_state(), f)
-        os.replace(tmp, checkpoint_path)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+class RandomSearcher(_GeneSearcher):
+    """Random search (`RandomSearch`) handing out one candidate per trial, `samples` in all.
+
+    Tune's own `BasicVariantGenerator` samples the param space uniformly and cannot be told the
+    budget: under a tight budget most of its trials would be over-budget candidates, scored and
+    thrown away. This searcher draws from the Evolution's sampler with over-budget rows rejected
+    before they become trials, in the local driver's sequence for the same seed. Candidates do not
+    depend on scores, so it never waits on a trial; a trial re-run after `Tuner.restore` keeps its
+    config and the restored sequence continues after the last handed-out candidate.
+    """
+
+    def __init__(self, table: CostTable, budget: Budget, samples: int, seed: int = 0, metric: str = METRIC,
+                 mode: str = MODE, max_resample_rounds: int = 200):
+        super().__init__(table, budget, metric, mode)
+        self.search = RandomSearch(self.genome, samples, self.feasible, seed, max_resample_rounds=max_resample_rounds)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.search.exhausted:
+            return Searcher.FINISHED
+        return self._config(self.search.draw(1)[0])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Nothing to learn: the candidates are fixed by the seed; Tune keeps the scores."""
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "search": self.search.get_state()}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.search.set_state(state["search"])
 
 
 def budget_constraints(table: CostTable, budget: Budget, genes: np.ndarray) -> dict[str, float]:
@@ -160,59 +215,94 @@ def optuna_searcher(algorithm: str, table: CostTable, budget: Budget, seed: int 
         cost = next(iter(budget.limits()))
         return BudgetOptunaSearch(metric=[METRIC, cost], mode=[MODE, "min"],
                                   sampler=optuna.samplers.NSGAIISampler(seed=seed))
-    raise ValueError(f"algorithm: '{algorithm}' not allowed; allowed values: ['evolution', 'tpe', 'nsga2']")
+    raise ValueError(f"algorithm: '{algorithm}' is not an Optuna searcher; allowed values: ['tpe', 'nsga2']")
+
+
+def make_searcher(algorithm: str, table: CostTable, budget: Budget, evolution: EvolutionConfig | None = None,
+                  num_samples: int = 100, seed: int = 0) -> tuple[Searcher, int]:
+    """The Tune searcher of `algorithm` and the number of candidates (trials) it scores.
+
+    Evolution scores `population + (generations - 1) * children` (the initial population, then
+    the children of each later generation); random and Optuna `num_samples`. Random search takes
+    `max_resample_rounds` from `evolution`, as the local driver does."""
+    if algorithm == "evolution":
+        evolution = evolution or EvolutionConfig()
+        return (EvolutionSearcher(table, budget, evolution, seed),
+                evolution.population + (evolution.generations - 1) * evolution.children)
+    if algorithm == "random":
+        rounds = (evolution or EvolutionConfig()).max_resample_rounds
+        return RandomSearcher(table, budget, num_samples, seed, max_resample_rounds=rounds), num_samples
+    if algorithm in ("tpe", "nsga2"):
+        return optuna_searcher(algorithm, table, budget, seed), num_samples
+    raise ValueError(f"algorithm: '{algorithm}' not allowed; allowed values: {list(ALGORITHMS)}")
+
+
+def fit_tune(scorer: CandidateScorer, budget: Budget, algorithm: str = "evolution",
+             evolution: EvolutionConfig | None = None, num_samples: int = 100, seed: int = 0,
+             storage: str | Path | None = None, name: str = "search", max_concurrent: int = 2,
+             callbacks: list | None = None) -> tuple[ResultGrid, bool]:
+    """Run the search as a Tune experiment `storage/name`: (results, whether any trial ran now).
+
+    An experiment already there is resumed with `Tuner.restore` (its searcher state included), or,
+    when every one of its candidates has a score, only read back. `callbacks` (e.g. Tune's loggers)
+    go to the `RunConfig` of a new experiment; a restored one keeps its own. Needs Ray."""
+    from ray import tune
+
+    search_alg, trials = make_searcher(algorithm, scorer.table, budget, evolution, num_samples, seed)
+    trainable = tune.with_resources(tune.with_parameters(score_trainable, scorer=scorer, budget=budget),
+                                    {"cpu": 0.01})
+    space = param_space(Genome(scorer.space))
+    path = str(Path(storage).resolve() / name) if storage else None
+    if path and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True, param_space=space)
+        done = tuner.get_results()
+        if len(done) >= trials and not done.errors and all(r.metrics and METRIC in r.metrics for r in done):
+            return done, False
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=trials, reuse_actors=True,
+                                        max_concurrent_trials=max_concurrent,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()) if storage else None,
+                                      verbose=0, callbacks=callbacks),
+        )
+    return tuner.fit(), True
+
+
+def scored_trials(results: ResultGrid, genome: Genome) -> tuple[list[dict], np.ndarray]:
+    """(metrics, gene rows) of the trials that reported a score, in the order they were scored."""
+    names = gene_names(genome)
+    done = sorted((r for r in results if r.error is None and r.metrics and METRIC in r.metrics),
+                  key=lambda r: r.metrics.get("scored_at", 0.0))
+    genes = np.asarray([config_to_genes(r.config, names) for r in done], dtype=np.int16).reshape(len(done), -1)
+    return [r.metrics for r in done], genes
 
 
 def run_tune_search(scorer: CandidateScorer, budget: Budget, algorithm: str = "evolution",
                     evolution: EvolutionConfig | None = None, num_samples: int = 100, seed: int = 0,
-                    storage: str | Path | None = None, name: str = "search", max_concurrent: int = 8,
+                    storage: str | Path | None = None, name: str = "search", max_concurrent: int = 2,
                     check: bool = True) -> SearchResult:
     """Run (or resume, when `storage/name` holds an unfinished run) a Tune search; needs Ray.
 
-    Evolution scores `evolution.population * evolution.generations` candidates (initial population
-    and children are both `population` large in the paper's setting); Optuna `num_samples`. The best
-    is the most accurate candidate within the budget."""
-    from ray import tune
-
+    The best is the most accurate candidate within the budget."""
     if check:
         check_feasible(scorer.table, budget)
-    evolution = evolution or EvolutionConfig()
-    genome = Genome(scorer.space)
-    trainable = tune.with_parameters(score_trainable, scorer=scorer, budget=budget)
-    trainable = tune.with_resources(trainable, {"cpu": 0.01})
-    if algorithm == "evolution":
-        search_alg = EvolutionSearcher(scorer.table, budget, evolution, seed)
-        num_samples = evolution.population + (evolution.generations - 1) * evolution.children
-    else:
-        search_alg = optuna_searcher(algorithm, scorer.table, budget, seed)
     t0 = time.perf_counter()
-    path = str(Path(storage).resolve() / name) if storage else None
-    if path and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True, param_space=param_space(genome))
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space=param_space(genome),
-            tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, reuse_actors=True,
-                                        max_concurrent_trials=max_concurrent,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()) if storage else None,
-                                      verbose=0),
-        )
-    results = tuner.fit()
+    results, _ = fit_tune(scorer, budget, algorithm, evolution, num_samples, seed, storage, name, max_concurrent)
     seconds = time.perf_counter() - t0
-    names = gene_names(genome)
-    rows = [(r.metrics, config_to_genes(r.config, names)) for r in results
-            if r.error is None and r.metrics and METRIC in r.metrics]
-    feasible = [(m, g) for m, g in rows if m.get("within_budget")]
+    metrics, genes = scored_trials(results, Genome(scorer.space))
+    feasible = [i for i, m in enumerate(metrics) if m.get("within_budget")]
     if not feasible:
         raise RuntimeError(f"no trial within budget {budget.describe()} finished ({len(results)} trials)")
-    best_metrics, best_genes = max(feasible, key=lambda mg: mg[0][METRIC])
-    history = list(np.maximum.accumulate([m[METRIC] if m.get("within_budget") else -np.inf for m, _ in rows]))
+    best = max(feasible, key=lambda i: metrics[i][METRIC])
+    history = np.maximum.accumulate([m[METRIC] if m.get("within_budget") else -np.inf for m in metrics])
     extra = {"tune_path": results.experiment_path, "trials": len(results)}
     if algorithm == "nsga2":
         cost = next(iter(budget.limits()))
-        extra["pareto_front"] = _front([(m[METRIC], m[cost]) for m, _ in feasible])
-    return SearchResult(algorithm, budget, best_genes, scorer.score_one(best_genes), len(rows), seconds,
+        acc, costs = (np.asarray([metrics[i][key] for i in feasible]) for key in (METRIC, cost))
+        extra["pareto_front"] = [[float(acc[j]), float(costs[j])] for j in pareto_front(acc, costs)]
+    return SearchResult(algorithm, budget, genes[best], scorer.score_one(genes[best]), len(metrics), seconds,
                         [float(h) for h in history], extra)
 
 
@@ -221,15 +311,5 @@ def _trial_name(trial) -> str:
     return f"candidate_{trial.trial_id}"
 
 
-def _front(points: list[tuple[float, float]]) -> list[list[float]]:
-    """Non-dominated (accuracy max, cost min) points, by increasing cost."""
-    front, best = [], -np.inf
-    for acc, cost in sorted(points, key=lambda p: (p[1], -p[0])):
-        if acc > best:
-            front.append([acc, cost])
-            best = acc
-    return front
-
-
-__all__ = ["EvolutionSearcher", "budget_constraints", "make_evolution", "optuna_searcher", "param_space",
-           "run_tune_search", "score_trainable"]
+__all__ = ["EvolutionSearcher", "RandomSearcher", "budget_constraints", "fit_tune", "make_evolution",
+           "make_searcher", "optuna_searcher", "param_space", "run_tune_search", "score_trainable", "scored_trials"]

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._local import SearchResult, run_local_evolution
+from ._local import SearchResult, run_local_evolution, run_local_random
 from ._scoring import CandidateScorer, check_feasible
 from .config import Budget
 
@@ -54,20 +54,30 @@ def save_result(result: SearchResult, scorer: CandidateScorer, out_dir: str | Pa
     return out_dir
 
 
-def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer: CandidateScorer | None = None
-                     ) -> tuple[SearchResult, Path]:
-    """Search the run's space under `budget` (default `search.budget`) and save the best sub-net."""
-    sc = cfg.search
-    budget = budget if budget is not None else sc.budget
+def prepare_search(cfg: RunConfig, budget: Budget | str | None, scorer: CandidateScorer | None = None
+                   ) -> tuple[Budget, CandidateScorer]:
+    """The budget (`budget`, else `search.budget`), checked against the LUT before the predictors
+    load so a bad budget fails fast, and the run's scorer (unless one is given)."""
+    budget = budget if budget is not None else cfg.search.budget
     if budget is None:
         raise ValueError("no budget: pass --budget latency=...ms (or energy=...mJ, bitops=...G) or set search.budget")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     table = scorer.table if scorer is not None else load_cost_table(cfg)
-    check_feasible(table, budget)  # before loading predictors: a bad budget fails fast
-    scorer = scorer or load_scorer(cfg, table)
+    check_feasible(table, budget)
+    return budget, scorer or load_scorer(cfg, table)
+
+
+def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer: CandidateScorer | None = None
+                     ) -> tuple[SearchResult, Path]:
+    """Search the run's space under `budget` (default `search.budget`) and save the best sub-net."""
+    sc = cfg.search
+    budget, scorer = prepare_search(cfg, budget, scorer)
     out = Path(cfg.run_dir) / SEARCH_DIR / budget.slug()
     if sc.mode == "local" and sc.algorithm == "evolution":
         result = run_local_evolution(scorer, budget, sc.evolution, cfg.seed, check=False)
+    elif sc.mode == "local" and sc.algorithm == "random":
+        result = run_local_random(scorer, budget, sc.num_samples, cfg.seed, check=False,
+                                  max_resample_rounds=sc.evolution.max_resample_rounds)
     else:
         from ems_ray.ray_session import ray_session
 

@@ -39,6 +39,12 @@ class TrainSession(Protocol):
         """Called by every rank once per epoch; `state` (rank 0 only) is the checkpoint."""
 
 
+def print_line(message: str) -> None:
+    """The default log. A module function, not `print` itself: Ray's log handling replaces
+    `builtins.print` once a worker has printed, and the original no longer pickles to workers."""
+    print(message, flush=True)
+
+
 @dataclass
 class LoopInputs:
     """Everything the training loop is parameterised by (picklable, sent to Ray workers)."""
@@ -47,7 +53,7 @@ class LoopInputs:
     data: Any  # ems_ray.data.DataConfig
     train: SupernetTrainConfig
     seed: int = 0
-    log: Callable[[str], None] = field(default=print)
+    log: Callable[[str], None] = field(default=print_line)
 
 
 class SubnetStep(nn.Module):

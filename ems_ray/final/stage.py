@@ -1,0 +1,261 @@
+"""The final-model stage: for every budget and method, pick a sub-net, then measure it on the test split.
+
+    <run_dir>/final/<budget>/<method>.json   method, budget, predicted and measured accuracy, LUT costs,
+                                             search and measure seconds, gene row, inputs fingerprint
+    <run_dir>/final/<budget>/<method>.yaml   the sub-net (`SubnetConfig`)
+    <run_dir>/final/summary.csv              one row per (budget, method)
+    <run_dir>/final/run.json                 config name, super-network hash, split sizes
+    <run_dir>/final/predictor-no-transfer/   the quantization-aware predictor trained without transfer
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ems_ray.artifacts import file_sha256
+from ems_ray.search import Budget, CandidateScorer, InfeasibleBudgetError, SearchResult, check_feasible
+from ems_ray.space import Genome
+
+from ._choose import fixed_bits_search, read_search_result, sequential_search
+from ._measure import measure_all
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+    from ems_ray.predictor import AccuracyPredictor
+    from ems_ray.space import SearchSpace
+
+FINAL_DIR = "final"
+NO_TRANSFER_DIR = "predictor-no-transfer"
+SUMMARY_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "predicted_accuracy_quant",
+                   "quant_test_accuracy", "fp_test_accuracy", "latency_ms", "energy_mj", "bitops", "macs",
+                   "search_seconds", "measure_seconds", "genes")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temporary file, then rename: a killed run never leaves half a result that resume would trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredictor) -> tuple[AccuracyPredictor, Path]:
+    """The quantization-aware predictor trained from scratch on the run's collected data, reusing the
+    run's FP predictor (only the quant phase differs). Retrained only when the data fingerprint
+    (rows, predictor settings, space, seed) changes."""
+    from ems_ray.predictor import load_collected, load_predictor, save_predictors, train_predictors
+    from ems_ray.predictor.stage import stage_fingerprint
+
+    pc = cfg.predictor.model_copy(update={"transfer": False})
+    out = Path(cfg.run_dir) / FINAL_DIR / NO_TRANSFER_DIR
+    data = load_collected(pc.data_dir or Path(cfg.run_dir) / "collect", space, pc.quant_scheme)
+    fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
+    metrics = out / "metrics.json"
+    if not (metrics.is_file() and (out / "quant.pt").is_file()
+            and json.loads(metrics.read_text()).get("fingerprint") == fingerprint):
+        print(f"[final] training the quantization-aware predictor without transfer ({len(data.quant)} rows)")
+        trained = train_predictors(data, pc, space, cfg.seed, fp_model=fp.model)
+        if trained.quant is None:
+            raise ValueError(f"no-transfer: too few quantized rows collected ({len(data.quant)}); "
+                             "run `ems-ray collect quant` first")
+        save_predictors(trained, out, {"fingerprint": fingerprint, "data": data.summary(), "transfer": False})
+    return load_predictor(out / "quant.pt", space, "quant"), out / "quant.pt"
+
+
+class _Inputs:
+    """What a run's final results depend on, loaded once: LUT, predictors, super network, hashes."""
+
+    def __init__(self, cfg: RunConfig, use_no_transfer: bool):
+        from ems_ray.predictor import load_run_predictors
+        from ems_ray.search.stage import load_cost_table
+        from ems_ray.supernet.checkpoint import read_supernet_file, space_fingerprint
+
+        self.cfg = cfg
+        self.space = cfg.search_space()
+        self.table = load_cost_table(cfg)
+        self.supernet_path = Path(cfg.run_dir) / "supernet" / "supernet.pt"
+        blob = read_supernet_file(self.supernet_path)  # fails clearly before any search
+        if blob["space_fingerprint"] != space_fingerprint(self.space):
+            raise ValueError(f"{self.supernet_path} was trained for another search space than '{self.space.name}'")
+        self.supernet_sha256 = file_sha256(self.supernet_path)
+        fp, quant = load_run_predictors(cfg.run_dir, self.space)
+        if quant is None:
+            raise FileNotFoundError(f"final: {cfg.run_dir}/predictor/quant.pt does not exist; the joint search and "
+                                    "the baselines need the quantization-aware predictor (ems-ray train-predictor)")
+        pdir = Path(cfg.run_dir) / "predictor"
+        self.fp = CandidateScorer(fp, self.table)
+        self.quant = CandidateScorer(quant, self.table)
+        self.hashes = {"fp": file_sha256(pdir / "fp.pt"), "quant": file_sha256(pdir / "quant.pt")}
+        self.no_transfer: CandidateScorer | None = None
+        if use_no_transfer:
+            predictor, path = no_transfer_predictor(cfg, self.space, fp)
+            self.no_transfer = CandidateScorer(predictor, self.table)
+            self.hashes["no-transfer"] = file_sha256(path)
+        self.recipe = cfg.final.recipe or cfg.quant
+
+    def key(self, method: str, budget: Budget) -> dict:
+        """The inputs a (budget, method) result was computed from; a result is reused only when equal."""
+        cfg = self.cfg
+        predictors = {"ems": ("quant",), "fixed8": ("quant",), "sequential": ("fp", "quant"),
+                      "no-transfer": ("no-transfer",)}[method]
+        key = {"supernet_sha256": self.supernet_sha256, "predictors": {p: self.hashes[p] for p in predictors},
+               "lut": _digest(self.table.metadata()), "budget": budget.describe(), "seed": cfg.seed,
+               "recipe": self.recipe.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
+               "evolution": cfg.search.evolution.model_dump(mode="json")}
+        if method == "sequential":
+            key["sequential"] = cfg.final.sequential.model_dump(mode="json")
+        return key
+
+    def choose(self, method: str, budget: Budget) -> SearchResult:
+        cfg = self.cfg
+        evo, seed = cfg.search.evolution, cfg.seed
+        if method == "ems":
+            from ems_ray.search import run_search_stage
+            from ems_ray.search.stage import SEARCH_DIR
+
+            reused = read_search_result(Path(cfg.run_dir) / SEARCH_DIR / budget.slug(), self.quant, budget,
+                                        cfg.search.algorithm)
+            return reused or run_search_stage(cfg, budget, scorer=self.quant)[0]
+        if method == "fixed8":
+            return fixed_bits_search(self.quant, budget, evo, seed)
+        if method == "sequential":
+            return sequential_search(self.fp, self.quant, budget, cfg.final.sequential, evo, seed)
+        from ems_ray.search import run_local_evolution
+
+        result = run_local_evolution(self.no_transfer, budget, evo, seed, check=False)
+        result.algorithm = "no-transfer"
+        return result
+
+
+def _record(method: str, budget: Budget, key: dict, result: SearchResult, inputs: _Inputs) -> dict:
+    scores = result.scores
+    genes = Genome(inputs.space).canonical(result.genes)[0]  # inactive slots zeroed: equal nets, equal rows
+    return {
+        "method": method, "budget": budget.describe(), "status": "done", "inputs": key,
+        "predicted_accuracy": scores["accuracy"],
+        "predicted_accuracy_quant": float(inputs.quant.accuracy(genes)[0]),
+        **{k: scores[k] for k in ("latency_ms", "energy_mj", "bitops", "macs")},
+        "search_seconds": result.seconds, "scored": result.scored, "genes": genes.tolist(),
+        "search": {k: v for k, v in result.to_json().items() if k not in ("genes", "scores", "budget")},
+    }
+
+
+def _write_result(out: Path, record: dict, inputs: _Inputs) -> None:
+    slug_dir = out / Budget.parse(record["budget"]).slug()
+    if record["status"] == "done":
+        write_atomic(slug_dir / f"{record['method']}.yaml", Genome(inputs.space).to_config(record["genes"]).to_yaml())
+    write_atomic(slug_dir / f"{record['method']}.json", json.dumps(record, indent=1, sort_keys=True))
+
+
+def _read_result(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def write_summary(out: Path, records: list[dict]) -> Path:
+    """`summary.csv`: one row per (budget, method), the numbers the report reads."""
+    lines = []
+    for r in records:
+        row = {c: r.get(c, "") for c in SUMMARY_COLUMNS}
+        row["genes"] = " ".join(map(str, r.get("genes", [])))
+        lines.append(row)
+    path = out / "summary.csv"
+    tmp = path.with_name(".summary.csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(lines)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_run_info(out: Path, inputs: _Inputs) -> None:
+    from ems_ray.data import build_splits
+
+    cfg = inputs.cfg
+    splits = build_splits(cfg.data)
+    info = {"name": cfg.name, "space": inputs.space.name, "supernet_sha256": inputs.supernet_sha256,
+            "data": {"name": cfg.data.name, "train": len(splits.train), "val": len(splits.val),
+                     "test": len(splits.test)},
+            "recipe": inputs.recipe.model_dump(mode="json"), "seed": cfg.seed}
+    write_atomic(out / "run.json", json.dumps(info, indent=1, sort_keys=True))
+
+
+def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -> Path:
+    """Search (or reuse) and measure every (budget, method) of `cfg.final`; returns `<run_dir>/final`.
+
+    Budgets are checked against the LUT first, so an infeasible one fails before any work. A result
+    whose inputs (super network, predictors, LUT, budget, recipe, data, seed, search settings) are
+    unchanged is kept unless `force`; the others are searched here and measured as Ray tasks
+    (`use_ray`) or in this process.
+    """
+    fc = cfg.final
+    budgets = fc.parsed_budgets()
+    if not budgets:
+        raise ValueError("final.budgets: empty; give at least one budget, e.g. [latency=0.5ms]")
+    space = cfg.search_space()
+    if "sequential" in fc.methods:
+        fc.sequential.check_space(space.bits.as_tuple())
+    from ems_ray.search.stage import load_cost_table
+
+    table = load_cost_table(cfg)
+    for budget in budgets:
+        check_feasible(table, budget)
+    inputs = _Inputs(cfg, use_no_transfer="no-transfer" in fc.methods)
+    out = Path(cfg.run_dir) / FINAL_DIR
+    _write_run_info(out, inputs)
+
+    records: dict[tuple[str, str], dict] = {}
+    jobs: list[tuple[tuple[str, str], dict]] = []
+    for budget in budgets:
+        for method in fc.methods:
+            key = inputs.key(method, budget)
+            saved = _read_result(out / budget.slug() / f"{method}.json")
+            if not force and saved is not None and saved.get("inputs") == key:
+                print(f"[final] {budget.describe()} {method}: up to date, skipped")
+                records[budget.slug(), method] = saved
+                continue
+            try:
+                result = inputs.choose(method, budget)
+            except InfeasibleBudgetError as exc:
+                record = {"method": method, "budget": budget.describe(), "status": "infeasible", "inputs": key,
+                          "message": str(exc)}
+                print(f"[final] {budget.describe()} {method}: infeasible: {exc}")
+                _write_result(out, record, inputs)
+                records[budget.slug(), method] = record
+                continue
+            record = _record(method, budget, key, result, inputs)
+            print(f"[final] {budget.describe()} {method}: predicted {record['predicted_accuracy']:.4f}, "
+                  f"{record['latency_ms']:.4g} ms, searched in {record['search_seconds']:.1f} s")
+            records[budget.slug(), method] = record
+            jobs.append(((budget.slug(), method), {
+                "supernet_path": inputs.supernet_path, "subnet": Genome(space).to_config(record["genes"]),
+                "recipe": inputs.recipe, "data": cfg.data, "seed": cfg.seed}))
+
+    def finished(job_key: tuple[str, str], metrics: dict) -> None:
+        record = records[job_key]
+        record.update(metrics)
+        _write_result(out, record, inputs)
+        print(f"[final] {record['budget']} {record['method']}: test accuracy {metrics['quant_test_accuracy']:.4f} "
+              f"quantized, {metrics['fp_test_accuracy']:.4f} float ({metrics['measure_seconds']:.0f} s)")
+
+    if jobs and use_ray:
+        from ems_ray.ray_session import ray_session
+
+        with ray_session(cfg.ray):
+            measure_all(jobs, fc.resources, True, finished)
+    else:
+        measure_all(jobs, fc.resources, False, finished)
+    write_summary(out, [records[b.slug(), m] for b in budgets for m in fc.methods])
+    print(f"[final] wrote {out}")
+    return out

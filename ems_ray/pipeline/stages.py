@@ -1,0 +1,151 @@
+"""The pipeline's stages in order: what each runs, which config sections it depends on, what it
+reads and what it writes (paths relative to the run directory).
+
+Each stage calls the same function as its `ems-ray` sub-command; those functions resume on their
+own (super-network checkpoints, collection shards, per-budget final results), so the pipeline only
+decides *whether* to call a stage, never how to resume it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ems_ray.search.config import Budget
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+
+LUT_FILE = "lut.parquet"
+
+
+def run_budgets(cfg: RunConfig) -> list[Budget]:
+    """The budgets a run searches and measures: `final.budgets`, else `search.budget`."""
+    texts = list(cfg.final.budgets) or ([cfg.search.budget] if cfg.search.budget else [])
+    return [Budget.parse(t) for t in texts]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunConfig, bool], object]  # (cfg, use_ray)
+    settings: Callable[[RunConfig], dict]  # the config the stage's result depends on
+    outputs: Callable[[RunConfig], list[str]]
+    after: tuple[str, ...] = ()  # stages whose outputs are this stage's inputs
+
+    def describe(self) -> str:
+        return f"{self.name} (after {', '.join(self.after)})" if self.after else self.name
+
+
+def _dump(model) -> dict:
+    return model.model_dump(mode="json")
+
+
+def _common(cfg: RunConfig) -> dict:
+    return {"space": cfg.space, "seed": cfg.seed, "data": _dump(cfg.data)}
+
+
+def _run_lut(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.hardware import build_lut
+
+    table = build_lut(cfg.search_space())
+    table.save(Path(cfg.run_dir) / LUT_FILE)
+    print(table.summary())
+
+
+def _supernet_settings(cfg: RunConfig) -> dict:
+    from ems_ray.train.stage import schedule_fingerprint
+
+    return {"schedule": schedule_fingerprint(cfg)}
+
+
+def _run_supernet(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.train import run_supernet_stage
+
+    run_supernet_stage(cfg, use_ray=use_ray)
+
+
+def _collect(kind: str) -> Callable[[RunConfig, bool], None]:
+    def run(cfg: RunConfig, use_ray: bool) -> None:
+        from ems_ray.collect import run_collect_stage
+
+        s = run_collect_stage(cfg, kind, use_ray=use_ray)
+        print(f"[collect {kind}] {s.total_points}/{s.target_points} points ({s.new_points} new, "
+              f"{s.points_per_min:.1f} points/min)")
+    return run
+
+
+def _collect_settings(kind: str) -> Callable[[RunConfig], dict]:
+    def settings(cfg: RunConfig) -> dict:
+        c = cfg.collect
+        out = {**_common(cfg), "points": c.points(kind),
+               "collect": c.model_dump(mode="json", exclude={"resources", "fp_points", "quant_points",
+                                                             "quant_recipe", "progress_every_s"})}
+        if kind == "quant":
+            out["recipe"] = _dump(c.quant_recipe or cfg.quant)
+        return out
+    return settings
+
+
+def _run_predictor(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.predictor import run_predictor_stage
+
+    run_predictor_stage(cfg)
+
+
+def _run_search(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.search.stage import load_cost_table, load_scorer, run_search_stage
+
+    scorer = load_scorer(cfg, load_cost_table(cfg))  # loaded once for every budget
+    for budget in run_budgets(cfg):
+        result, out = run_search_stage(cfg, budget, scorer=scorer)
+        print(f"[search] {budget.describe()}: predicted accuracy {result.scores['accuracy']:.4f} "
+              f"({result.scored} candidates in {result.seconds:.2f} s) -> {out}")
+
+
+def _run_compare(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.search.compare import run_compare_stage
+
+    run_compare_stage(cfg, run_budgets(cfg)[0])
+
+
+def _run_final(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.final import run_final_stage
+
+    run_final_stage(cfg, use_ray=use_ray)
+
+
+def _run_report(cfg: RunConfig, use_ray: bool) -> None:
+    from ems_ray.report import run_report_stage
+
+    run_report_stage(cfg)
+
+
+def _search_outputs(cfg: RunConfig) -> list[str]:
+    return [f"search/{b.slug()}/best.yaml" for b in run_budgets(cfg)]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("lut", _run_lut, lambda cfg: {"space": cfg.space}, lambda cfg: [LUT_FILE]),
+    Stage("supernet", _run_supernet, _supernet_settings,
+          lambda cfg: ["supernet/supernet.pt"]),
+    Stage("collect-fp", _collect("fp"), _collect_settings("fp"), lambda cfg: ["collect/fp"], ("supernet",)),
+    Stage("collect-quant", _collect("quant"), _collect_settings("quant"), lambda cfg: ["collect/quant"],
+          ("supernet",)),
+    Stage("predictor", _run_predictor,
+          lambda cfg: {"seed": cfg.seed, "predictor": cfg.predictor.model_dump(mode="json", exclude={"threads"})},
+          lambda cfg: ["predictor/fp.pt", "predictor/quant.pt"], ("collect-fp", "collect-quant")),
+    Stage("search", _run_search,
+          lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budgets": [b.describe() for b in run_budgets(cfg)]},
+          _search_outputs, ("lut", "predictor")),
+    Stage("compare", _run_compare,
+          lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budget": run_budgets(cfg)[0].describe()},
+          lambda cfg: [f"compare/{run_budgets(cfg)[0].slug()}/summary.csv"], ("lut", "predictor")),
+    Stage("final", _run_final,
+          lambda cfg: {**_common(cfg), "final": _dump(cfg.final), "quant": _dump(cfg.quant)},
+          lambda cfg: ["final/summary.csv"], ("supernet", "predictor", "search")),
+    Stage("report", _run_report, lambda cfg: {"name": cfg.name}, lambda cfg: ["report/report.md"],
+          ("final", "compare")),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -1,0 +1,200 @@
+"""The report of a run: `<run_dir>/report/report.md` plus PNG plots, all numbers read from the run's files.
+
+Reads (each optional but `final/summary.csv`):
+
+    <run_dir>/final/summary.csv, final/run.json     the final stage (Table 2 analogue)
+    <run_dir>/compare/<budget>/summary.csv, curves.csv   `ems-ray compare-searchers`
+    <run_dir>/manifest.json                         stage timings of the pipeline runner
+
+Writes `report.md`, `accuracy_latency.png` (Figure 4 analogue: measured test accuracy against
+latency, one series per method) and, per compared budget, `searchers_<budget>.png` and a copy of
+its curves as `searchers_<budget>.csv`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ems_ray.config import RunConfig
+
+REPORT_DIR = "report"
+MARKERS = {"ems": "o", "fixed8": "s", "sequential": "^", "no-transfer": "D"}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _fmt(value, spec: str = ".4f", scale: float = 1.0) -> str:
+    v = _num(value)
+    return "–" if v is None else format(v / scale, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _plot_accuracy_latency(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((_num(r["latency_ms"]), _num(r["quant_test_accuracy"])) for r in rows
+                     if r["method"] == method and r["status"] == "done")
+        if pts:
+            ax.plot(*zip(*pts), marker=MARKERS.get(method, "x"), label=method)
+    ax.set_xlabel("latency (ms, BitFusion LUT)")
+    ax.set_ylabel("test accuracy (quantized)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(curves: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for algo in dict.fromkeys(r["algorithm"] for r in curves):
+        pts = sorted((_num(r["scored"]), _num(r["best_accuracy"])) for r in curves if r["algorithm"] == algo)
+        ax.plot(*zip(*pts), label=algo)
+    ax.set_xscale("log")
+    ax.set_xlabel("candidates scored")
+    ax.set_ylabel("best predicted accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _final_section(rows: list[dict]) -> list[str]:
+    lines = []
+    header = ["method", "predicted acc", "test acc (quant)", "test acc (float)", "latency (ms)", "energy (mJ)",
+              "BitOps (G)", "search (s)"]
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        lines += ["", f"### Budget `{budget}`", ""]
+        body = []
+        for r in (r for r in rows if r["budget"] == budget):
+            if r["status"] != "done":
+                body.append([r["method"], f"*{r['status']}*", *["–"] * 6])
+                continue
+            body.append([r["method"], _fmt(r["predicted_accuracy"]), _fmt(r["quant_test_accuracy"]),
+                         _fmt(r["fp_test_accuracy"]), _fmt(r["latency_ms"], ".4g"), _fmt(r["energy_mj"], ".4g"),
+                         _fmt(r["bitops"], ".4g", 1e9), _fmt(r["search_seconds"], ".1f")])
+        lines += _table(header, body)
+    return lines
+
+
+def _gap_section(rows: list[dict]) -> list[str]:
+    done = [r for r in rows if r["status"] == "done" and _num(r["quant_test_accuracy"]) is not None]
+    if not done:
+        return []
+    gaps = [_num(r["predicted_accuracy"]) - _num(r["quant_test_accuracy"]) for r in done]
+    body = [[r["budget"], r["method"], _fmt(g, "+.4f")] for r, g in zip(done, gaps)]
+    mean_abs = sum(abs(g) for g in gaps) / len(gaps)
+    return ["", "## Predicted against measured", "",
+            f"Predicted (validation-trained predictor) minus measured test accuracy; mean |gap| {mean_abs:.4f} "
+            f"over {len(gaps)} sub-nets.", "", *_table(["budget", "method", "gap"], body)]
+
+
+def _marginal_cost(rows: list[dict]) -> list[str]:
+    ems = [_num(r["search_seconds"]) for r in rows if r["method"] == "ems" and r["status"] == "done"]
+    ems = [s for s in ems if s is not None]
+    if not ems:
+        return []
+    return ["", f"**Marginal search cost per new budget** (joint search, predictor and LUT already built): "
+                f"{sum(ems) / len(ems):.2f} s on average over {len(ems)} budget(s) "
+                f"(min {min(ems):.2f} s, max {max(ems):.2f} s)."]
+
+
+def _compare_section(run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
+    lines, images = [], []
+    for summary in sorted((run_dir / "compare").glob("*/summary.csv")):
+        slug = summary.parent.name
+        rows = read_csv(summary)
+        header = ["algorithm", "scored", "best predicted acc", "latency (ms)", "energy (mJ)", "BitOps (G)",
+                  "seconds", "trials/s"]
+        body = [[r["algorithm"], r["scored"], _fmt(r["best_accuracy"]), _fmt(r["latency_ms"], ".4g"),
+                 _fmt(r["energy_mj"], ".4g"), _fmt(r["bitops"], ".4g", 1e9), _fmt(r["seconds"], ".1f"),
+                 _fmt(r["trials_per_s"], ".1f")] for r in rows]
+        lines += ["", f"### Searchers, budget `{slug}`", "", *_table(header, body)]
+        curves = summary.parent / "curves.csv"
+        if curves.is_file():
+            shutil.copyfile(curves, out / f"searchers_{slug}.csv")
+            _plot_curves(read_csv(curves), out / f"searchers_{slug}.png", slug)
+            images.append(f"searchers_{slug}.png")
+            lines += ["", f"![searchers {slug}](searchers_{slug}.png)"]
+    return (["", "## Searchers compared", *lines] if lines else []), images
+
+
+def _timings_section(run_dir: Path) -> list[str]:
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        return []
+    try:
+        stages = json.loads(path.read_text()).get("stages", [])
+    except (json.JSONDecodeError, AttributeError):
+        return ["", "## Stage timings", "", f"(`{path.name}` could not be read)"]
+    body = [[str(s.get("name", "?")), str(s.get("status", "?")), _fmt(s.get("seconds"), ".1f")] for s in stages]
+    return ["", "## Stage timings", "", *_table(["stage", "status", "seconds"], body)]
+
+
+def build_report(run_dir: Path, config_name: str) -> Path:
+    """Write `<run_dir>/report/` from the run's files; returns the report.md path."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "final" / "summary.csv"
+    if not summary.is_file():
+        raise FileNotFoundError(f"report: {summary} not found; run the final stage first (run_final_stage)")
+    out = run_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_csv(summary)
+    info_path = run_dir / "final" / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    data = info.get("data", {})
+    sha = str(info.get("supernet_sha256", "?"))[:16]
+    lines = [f"# Report: {info.get('name', config_name)}", "",
+             f"- search space: `{info.get('space', '?')}`; super network sha256 `{sha}`",
+             f"- data: {data.get('name', '?')}, train {data.get('train', '?')} / val {data.get('val', '?')} / "
+             f"test {data.get('test', '?')} images; measured accuracies are on the **test** split",
+             "", "## Final models (Table 2 analogue)"]
+    lines += _final_section(rows)
+    lines += _marginal_cost(rows)
+    if any(r["status"] == "done" for r in rows):
+        _plot_accuracy_latency(rows, out / "accuracy_latency.png")
+        lines += ["", "## Accuracy against latency (Figure 4 analogue)", "",
+                  "![accuracy vs latency](accuracy_latency.png)"]
+    lines += _gap_section(rows)
+    compare, _ = _compare_section(run_dir, out)
+    lines += compare
+    lines += _timings_section(run_dir)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_report_stage(cfg: RunConfig) -> Path:
+    """The report of `cfg`'s run directory; returns `<run_dir>/report/report.md`'s folder."""
+    path = build_report(Path(cfg.run_dir), cfg.name)
+    print(f"[report] wrote {path}")
+    return path.parent

@@ -1,0 +1,146 @@
+"""Search over a subset of gene columns, the others frozen at a base row (the baselines' searches).
+
+The sequential baseline (architecture, then pruning, then bits) and the fixed-precision baseline
+search the same space as the joint search with some decisions already taken. Rather than copy the
+evolution, `RestrictedGenome` wraps a `Genome` and writes the frozen columns from `base` after
+every sample/mutate/crossover, and `RestrictedEvolution` does the same to the initial population,
+so the budget test (`feasible`) always sees the rows that will be scored:
+
+    rg = RestrictedGenome(Genome(space), base=genome.largest(bits=8), free=("depth", "kernel", "mid"))
+    result = run_restricted_evolution(scorer, rg, budget, EvolutionConfig(), seed=0)
+
+When depth is free, `base` should be a full row (not `Genome.canonical`, which zeroes inactive
+slots): a slot that a deeper child switches on takes its frozen genes from `base`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import numpy as np
+
+from ems_ray.space import Genome
+from ems_ray.space.genome import DW_A, DW_W, GENES_PER_SLOT, KERNEL, MID, PW_A, PW_W
+
+from ._evolution import Evolution
+from ._local import SearchResult
+from ._scoring import COST_KEYS, CandidateScorer, InfeasibleBudgetError, within
+from .config import Budget, EvolutionConfig
+
+COLUMN_GROUPS = ("depth", "kernel", "mid", "bits")
+
+
+def column_groups(genome: Genome) -> dict[str, np.ndarray]:
+    """Gene columns of each decision: `depth` (per stage), `kernel`, `mid` (channels), `bits` (all four)."""
+    return {
+        "depth": np.arange(genome.n_stages),
+        "kernel": genome.slot_columns(KERNEL),
+        "mid": genome.slot_columns(MID),
+        "bits": np.sort(np.concatenate([genome.slot_columns(g) for g in (PW_W, PW_A, DW_W, DW_A)])),
+    }
+
+
+def columns_of(genome: Genome, groups: Iterable[str]) -> np.ndarray:
+    """Sorted gene columns of the named groups."""
+    table = column_groups(genome)
+    groups = list(groups)
+    for name in groups:
+        if name not in table:
+            raise ValueError(f"column group: '{name}' not allowed; allowed values: {list(COLUMN_GROUPS)}")
+    return np.sort(np.concatenate([table[n] for n in groups])) if groups else np.zeros(0, dtype=np.intp)
+
+
+class RestrictedGenome:
+    """A `Genome` whose columns outside `free` (group names) always equal `base`'s.
+
+    Offers what `Evolution` calls (`width`, `sample`, `mutate`, `crossover`) plus `freeze`; any
+    other attribute (`to_config`, `canonical`, `active`, ...) is the wrapped genome's.
+    """
+
+    def __init__(self, genome: Genome, base: np.ndarray, free: Iterable[str]):
+        self.genome = genome
+        self.base = np.asarray(base, dtype=np.int16).reshape(-1)
+        if self.base.shape != (genome.width,):
+            raise ValueError(f"base: expected {genome.width} genes, got {self.base.shape}")
+        self.free_groups = tuple(free)
+        self.free = columns_of(genome, self.free_groups)
+        self.frozen = np.setdiff1d(np.arange(genome.width), self.free)
+
+    def __getattr__(self, name: str):
+        return getattr(self.genome, name)
+
+    def freeze(self, genes: np.ndarray) -> np.ndarray:
+        """Copy of `genes` with the frozen columns set from `base`."""
+        genes = np.array(np.atleast_2d(genes), dtype=np.int16, copy=True)
+        genes[:, self.frozen] = self.base[self.frozen]
+        return genes
+
+    def sample(self, rng: np.random.Generator, n: int, fixed_bits: int | None = None) -> np.ndarray:
+        return self.freeze(self.genome.sample(rng, n, fixed_bits))
+
+    def mutate(self, genes: np.ndarray, rng: np.random.Generator, prob: float = 0.1) -> np.ndarray:
+        return self.freeze(self.genome.mutate(genes, rng, prob))
+
+    def crossover(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.freeze(self.genome.crossover(a, b, rng))
+
+    def cheapest(self, table, budget: Budget) -> np.ndarray:
+        """The row of the restricted space with the smallest sum of cost/limit over `budget`'s limits.
+
+        Exact for the same reason as `cheapest_costs`: costs are sums of non-negative per-block
+        terms, so the fewest blocks (free depths at their smallest) with each active block at its
+        own cheapest combination of free genes is the minimum.
+        """
+        g = self.genome
+        row = self.base[None, :].copy()
+        free_depth = np.intersect1d(self.free, np.arange(g.n_stages))
+        for s in free_depth:
+            row[0, s] = int(np.argmin(g.space.stages[s].depth_choices))
+        limits = budget.limits()
+
+        def weight(costs: dict[str, np.ndarray]) -> np.ndarray:
+            return sum(costs[k].astype(np.float64) / v for k, v in limits.items())
+
+        for slot in np.flatnonzero(g.active(row)[0]):
+            slot_cols = g.n_stages + GENES_PER_SLOT * slot + np.arange(GENES_PER_SLOT)
+            cols = np.intersect1d(slot_cols, self.free)
+            if not len(cols):
+                continue
+            combos = np.indices(g.choice_counts[cols]).reshape(len(cols), -1).T
+            rows = np.repeat(row, len(combos), axis=0)
+            rows[:, cols] = combos
+            row = rows[[int(np.argmin(weight(table.score(rows))))]]
+        return row[0]
+
+
+class RestrictedEvolution(Evolution):
+    """`Evolution` over a `RestrictedGenome`: the initial population (whose shrinking writes zeros
+    into every column) is frozen too, before the budget test."""
+
+    genome: RestrictedGenome
+
+    def _sample(self, k: int) -> np.ndarray:
+        return self.genome.freeze(super()._sample(k))
+
+
+def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, budget: Budget,
+                             config: EvolutionConfig, seed: int = 0, algorithm: str = "restricted-evolution"
+                             ) -> SearchResult:
+    """The local evolution driver over the restricted space.
+
+    Raises `InfeasibleBudgetError` when the restricted space's cheapest row breaks the budget (the
+    whole space may still be feasible: that is a finding about the restriction, not a bad budget).
+    """
+    t0 = time.perf_counter()
+    cheapest = genome.cheapest(scorer.table, budget)
+    costs = scorer.costs(cheapest)
+    if not within(costs, budget)[0]:
+        shown = ", ".join(f"{k}={float(costs[k][0]):.4g}" for k in COST_KEYS if k in budget.limits())
+        raise InfeasibleBudgetError(f"no sub-net with only {list(genome.free_groups)} free fits budget "
+                                    f"{budget.describe()}: the cheapest has {shown}")
+    evo = RestrictedEvolution(genome, config, lambda genes: within(scorer.costs(genes), budget), seed)
+    while not evo.done:
+        evo.tell(scorer.accuracy(evo.ask()))
+    genes, _ = evo.best()
+    return SearchResult(algorithm, budget, genes, scorer.score_one(genes), evo.scored,
+                        time.perf_counter() - t0, evo.history, {"free": list(genome.free_groups)})

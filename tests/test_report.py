@@ -1,0 +1,89 @@
+"""The report stage, from hand-made final/compare/manifest files."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from ems_ray.config import RunConfig
+from ems_ray.final import SUMMARY_COLUMNS, write_summary
+from ems_ray.report import run_report_stage
+
+SUPERNET = {"phases": [{"name": "full", "epochs": 1, "lr": 0.1, "distill": False}]}
+ROWS = [
+    {"budget": "latency=0.3ms", "method": "ems", "status": "done", "predicted_accuracy": 0.871,
+     "predicted_accuracy_quant": 0.871, "quant_test_accuracy": 0.8523, "fp_test_accuracy": 0.8611,
+     "latency_ms": 0.2911, "energy_mj": 0.21, "bitops": 1.234e8, "macs": 5e6, "search_seconds": 3.25,
+     "measure_seconds": 40.0, "genes": [1, 2]},
+    {"budget": "latency=0.3ms", "method": "fixed8", "status": "done", "predicted_accuracy": 0.842,
+     "predicted_accuracy_quant": 0.842, "quant_test_accuracy": 0.8307, "fp_test_accuracy": 0.8390,
+     "latency_ms": 0.2987, "energy_mj": 0.25, "bitops": 2.5e8, "macs": 4e6, "search_seconds": 2.5,
+     "measure_seconds": 38.0, "genes": [0, 2]},
+    {"budget": "latency=0.08ms", "method": "ems", "status": "done", "predicted_accuracy": 0.801,
+     "predicted_accuracy_quant": 0.801, "quant_test_accuracy": 0.7902, "fp_test_accuracy": 0.80,
+     "latency_ms": 0.0795, "energy_mj": 0.1, "bitops": 5e7, "macs": 2e6, "search_seconds": 4.75,
+     "measure_seconds": 30.0, "genes": [0, 0]},
+    {"budget": "latency=0.08ms", "method": "fixed8", "status": "infeasible", "message": "no sub-net"},
+]
+
+
+def _run(tmp_path: Path) -> RunConfig:
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    write_summary(run / "final", ROWS)
+    (run / "final" / "run.json").write_text(json.dumps({
+        "name": "hand-made", "space": "fmnist-small", "supernet_sha256": "abcdef0123456789ffff",
+        "data": {"name": "fashion-mnist", "train": 1000, "val": 200, "test": 300}}))
+    return RunConfig.model_validate({"name": "cfg-name", "run_dir": str(run), "supernet": SUPERNET})
+
+
+def test_report_tables_and_plot_come_from_the_files(tmp_path):
+    cfg = _run(tmp_path)
+    out = run_report_stage(cfg)
+    md = (out / "report.md").read_text()
+    assert "# Report: hand-made" in md and "abcdef0123456789" in md and "test 300 images" in md
+    assert "| ems | 0.8710 | 0.8523 | 0.8611 | 0.2911 | 0.21 | 0.1234 | 3.2 |" in md
+    assert "| fixed8 | *infeasible* |" in md
+    assert "mean |gap| 0.0136 over 3 sub-nets" in md  # (0.0187 + 0.0113 + 0.0108) / 3
+    assert "4.00 s on average over 2 budget(s)" in md  # marginal cost: mean of the ems search seconds
+    assert (out / "accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Searchers compared" not in md and "Stage timings" not in md  # optional inputs absent
+
+
+def test_report_adds_searchers_and_stage_timings_when_present(tmp_path):
+    cfg = _run(tmp_path)
+    run = Path(cfg.run_dir)
+    cmp_dir = run / "compare" / "latency-0.3ms"
+    cmp_dir.mkdir(parents=True)
+    with (cmp_dir / "summary.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algorithm", "scored", "best_accuracy", "latency_ms", "energy_mj", "bitops", "seconds",
+                    "trials_per_s"])
+        w.writerow(["evolution", 400, 0.8712, 0.29, 0.2, 1.5e8, 1.5, 266.7])
+        w.writerow(["tpe", 400, 0.8655, 0.28, 0.2, 1.4e8, 160.0, 2.5])
+    with (cmp_dir / "curves.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algorithm", "scored", "best_accuracy"])
+        for algo, accs in (("evolution", (0.80, 0.85, 0.8712)), ("tpe", (0.79, 0.84, 0.8655))):
+            for i, a in enumerate(accs):
+                w.writerow([algo, 100 * (i + 1), a])
+    (run / "manifest.json").write_text(json.dumps({"stages": [
+        {"name": "search", "status": "done", "seconds": 12.5},
+        {"name": "final", "status": "running", "seconds": None}]}))
+    out = run_report_stage(cfg)
+    md = (out / "report.md").read_text()
+    assert "| tpe | 400 | 0.8655 | 0.28 | 0.2 | 0.14 | 160.0 | 2.5 |" in md
+    assert (out / "searchers_latency-0.3ms.png").is_file() and (out / "searchers_latency-0.3ms.csv").is_file()
+    assert "| search | done | 12.5 |" in md and "| final | running | – |" in md
+
+
+def test_report_without_final_results_says_what_to_run(tmp_path):
+    cfg = RunConfig.model_validate({"name": "x", "run_dir": str(tmp_path / "none"), "supernet": SUPERNET})
+    with pytest.raises(FileNotFoundError, match="run the final stage first"):
+        run_report_stage(cfg)
+
+
+def test_summary_columns_are_what_the_report_reads():
+    assert {"budget", "method", "status", "quant_test_accuracy", "latency_ms", "search_seconds"} <= set(SUMMARY_COLUMNS)

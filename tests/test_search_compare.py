@@ -1,0 +1,257 @@
+"""Random search, comparing searchers (files, budgets, equal counts, reuse) and an interrupted Tune
+search resumed with `Tuner.restore`. Ray tests share `ray_local`; Tune's controller sets their pace
+(0.25-0.4 s per trial, more on a loaded machine), so they score a handful of candidates."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from ems_ray.search import (
+    Budget, CompareConfig, EvolutionConfig, SearchConfig, cheapest_costs, make_evolution, make_random_search,
+    run_local_random, within,
+)
+from ems_ray.search.compare import CURVE_COLUMNS, FRONT_COLUMNS, SUMMARY_COLUMNS, SearcherTrace, write_comparison
+from ems_ray.space import Genome, load_preset
+
+SPACE = load_preset("fmnist-small")
+GENOME = Genome(SPACE)
+FILES = ("summary.csv", "curves.csv", "front.csv", "curves.png", "front.png")
+
+
+def _read(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----- random search -------------------------------------------------------------------------------
+def test_random_search_is_within_budget_and_deterministic_by_seed(scorer, budget):
+    rs = make_random_search(scorer, budget, samples=40, seed=1)
+    rows = []
+    while not rs.done:
+        rows.append(rs.ask())
+        rs.tell(scorer.accuracy(rows[-1]))
+    rows = np.concatenate(rows)
+    assert len(rows) == 40 and within(scorer.costs(rows), budget).all()
+    a, b, c = (run_local_random(scorer, budget, 40, seed=s) for s in (1, 1, 2))
+    assert a.scored == 40 and a.algorithm == "random"
+    assert np.array_equal(a.genes, b.genes) and a.history == b.history
+    assert np.array_equal(a.genes, rows[np.argmax(scorer.accuracy(rows))])
+    assert not np.array_equal(a.genes, c.genes)
+
+
+def test_random_searcher_draws_the_local_sequence_one_per_trial_and_resumes(scorer, budget, tmp_path):
+    from ray.tune.search import Searcher
+
+    from ems_ray.search.ray_tune import RandomSearcher, config_to_genes, gene_names
+
+    local = make_random_search(scorer, budget, samples=30, seed=4)
+    local.batch = 7  # batches of 7 locally, one per trial under Tune: the sequence must not depend on it
+    chunks = []
+    while not local.done:
+        chunks.append(local.ask())
+        local.tell(np.zeros(len(chunks[-1])))
+    expected = np.concatenate(chunks)
+
+    names = gene_names(GENOME)
+    first = RandomSearcher(scorer.table, budget, 30, seed=4)
+    got = [config_to_genes(first.suggest(f"t{i}"), names) for i in range(12)]
+    first.save(str(tmp_path / "random.pkl"))
+    resumed = RandomSearcher(scorer.table, budget, 30, seed=4)
+    resumed.restore(str(tmp_path / "random.pkl"))
+    got += [config_to_genes(resumed.suggest(f"t{i}"), names) for i in range(12, 30)]
+    assert np.array_equal(np.asarray(got), expected)
+    assert resumed.suggest("t30") == Searcher.FINISHED
+    with pytest.raises(ValueError, match="budget"):
+        RandomSearcher(scorer.table, Budget(latency_ms=1.0), 30, seed=4).restore(str(tmp_path / "random.pkl"))
+
+
+def test_random_search_meets_a_tight_budget(scorer):
+    budget = Budget(latency_ms=cheapest_costs(scorer.table)["latency_ms"] * 1.5)
+    result = run_local_random(scorer, budget, 50, seed=0)
+    assert result.scored == 50 and result.scores["latency_ms"] <= budget.latency_ms
+
+
+def test_random_is_an_algorithm_of_the_config():
+    assert SearchConfig(algorithm="random").algorithm == "random"
+    with pytest.raises(ValueError, match="'evolution', 'tpe', 'nsga2' or 'random'"):
+        SearchConfig(algorithm="grid")
+
+
+# ----- the comparison config and files (no Ray) ----------------------------------------------------
+def test_compare_config_sizes_the_evolution_to_the_candidates(scorer, budget):
+    from ems_ray.search.ray_tune import make_searcher
+
+    cfg = CompareConfig(candidates=40, population=8, parents=2)
+    evo = cfg.evolution(EvolutionConfig(mutation_prob=0.3))
+    assert (evo.generations, evo.children, evo.mutation_prob) == (5, 8, 0.3)
+    for algorithm in ("evolution", "tpe", "nsga2", "random"):
+        assert make_searcher(algorithm, scorer.table, budget, evo, cfg.candidates)[1] == 40
+    with pytest.raises(ValueError, match=r"candidates \(45\) must be a multiple of population \(8\).*40 or 48"):
+        CompareConfig(candidates=45, population=8, parents=2)
+    with pytest.raises(ValueError, match="listed twice"):
+        CompareConfig(algorithms=["tpe", "tpe"])
+    with pytest.raises(ValueError, match="'evolution', 'tpe', 'nsga2' or 'random'"):
+        CompareConfig(algorithms=["grid"])
+
+
+def test_traces_write_curves_fronts_and_summary(tmp_path):
+    budget = Budget(latency_ms=1.0)
+    metrics = [{"accuracy": a, "latency_ms": lat, "energy_mj": 0.1, "bitops": 1e8}
+               for a, lat in [(0.9, 2.0), (0.5, 0.9), (0.7, 0.5), (0.6, 0.4), (0.8, 0.95), (0.65, 0.6)]]
+    trace = SearcherTrace.from_metrics("tpe", metrics, budget, seconds=3.0)
+    curve = trace.curve()
+    assert math.isnan(curve[0]) and list(curve[1:]) == [0.5, 0.7, 0.7, 0.8, 0.8]  # the 0.9 is over budget
+    assert [(trace.accuracy[i], trace.costs["latency_ms"][i]) for i in trace.front()] == \
+        [(0.6, 0.4), (0.7, 0.5), (0.8, 0.95)]
+    none = SearcherTrace.from_metrics("random", metrics[:1], budget, seconds=1.0)
+    write_comparison([trace, none], tmp_path, budget)
+    assert all((tmp_path / f).stat().st_size > 0 for f in FILES)
+    summary = _read(tmp_path / "summary.csv")
+    assert tuple(summary[0]) == SUMMARY_COLUMNS
+    assert summary[0]["best_accuracy"] == "0.8" and summary[0]["trials_per_s"] == "2.0"
+    assert summary[1]["best_accuracy"] == "" and summary[1]["scored"] == "1"  # nothing within budget
+    curves = _read(tmp_path / "curves.csv")
+    assert tuple(curves[0]) == CURVE_COLUMNS and len(curves) == 7 and curves[0]["best_accuracy"] == ""
+    assert tuple(_read(tmp_path / "front.csv")[0]) == FRONT_COLUMNS
+
+
+# ----- through Ray Tune ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory):
+    """A run config with tiny untrained predictors (for the commands; the stage test passes `scorer`)."""
+    import torch
+
+    from ems_ray.predictor import AccuracyPredictor, MLPPredictor
+    from ems_ray.space import Encoding
+
+    root = tmp_path_factory.mktemp("compare")
+    enc = Encoding(SPACE)
+    torch.manual_seed(0)
+    for kind, quant_dim in (("fp", 0), ("quant", enc.quant_dim)):
+        AccuracyPredictor(MLPPredictor(enc.fp_dim, quant_dim, hidden=8, layers=1), SPACE, kind).save(
+            root / "run" / "predictor" / f"{kind}.pt")
+    path = root / "run.yaml"
+    path.write_text(f"name: t\nrun_dir: {root / 'run'}\n"
+                    "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
+                    "search: {compare: {candidates: 8, population: 4, parents: 2}}\n")
+    return path
+
+
+def test_search_command_runs_random_search_locally(run_config, budget, capsys):
+    from ems_ray.cli import main
+
+    assert main(["search", "--config", str(run_config), "--budget", budget.describe(), "--algorithm", "random",
+                 "--num-samples", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "[search random]" in out and "30 candidates scored" in out
+
+
+@pytest.fixture(scope="module")
+def compared(ray_local, run_config, scorer, budget):
+    """`run_compare_stage` run once: 8 candidates per algorithm."""
+    from ems_ray.config import load_run_config
+    from ems_ray.search import run_compare_stage
+
+    return run_config, run_compare_stage(load_run_config(run_config), budget, scorer=scorer)
+
+
+def test_compare_writes_every_file_with_equal_counts_within_budget(compared, budget):
+    _, out = compared
+    assert out.name == budget.slug() and out.parent.name == "compare"
+    assert all((out / f).stat().st_size > 0 for f in FILES)
+    algorithms = ["evolution", "tpe", "nsga2", "random"]
+    summary = _read(out / "summary.csv")
+    assert [r["algorithm"] for r in summary] == algorithms and all(r["scored"] == "8" for r in summary)
+    assert all(float(r["latency_ms"]) <= budget.latency_ms for r in summary)
+    curves = _read(out / "curves.csv")
+    for algorithm in algorithms:
+        mine = [r for r in curves if r["algorithm"] == algorithm]
+        assert [int(r["scored"]) for r in mine] == list(range(1, 9))
+        best = [float(r["best_accuracy"]) for r in mine if r["best_accuracy"]]
+        assert best == sorted(best) and best[-1] == pytest.approx(
+            float(next(r for r in summary if r["algorithm"] == algorithm)["best_accuracy"]))
+        if algorithm in ("evolution", "random"):  # over-budget candidates rejected before scoring
+            assert len(best) == 8
+    front = _read(out / "front.csv")
+    assert {r["algorithm"] for r in front} == set(algorithms)
+    assert all(float(r["latency_ms"]) <= budget.latency_ms for r in front)
+    for algorithm in algorithms:  # what the Tune and TensorBoard views read
+        assert list((out / "tune" / algorithm).glob("candidate_*/events.out.tfevents.*"))
+        assert list((out / "tune" / algorithm).glob("candidate_*/progress.csv"))
+
+
+def test_compare_random_search_under_tune_is_the_local_sequence(compared, scorer, budget):
+    from ems_ray.search.ray_tune import fit_tune, scored_trials
+
+    _, out = compared
+    results, ran = fit_tune(scorer, budget, "random", num_samples=8, storage=out / "tune", name="random")
+    metrics, genes = scored_trials(results, GENOME)
+    assert not ran and [m["scored_at"] for m in metrics] == sorted(m["scored_at"] for m in metrics)
+    # the seed's candidates (2 in flight may score neighbours out of proposal order)
+    local = make_random_search(scorer, budget, 8, seed=0).draw(8)
+    assert sorted(map(tuple, genes)) == sorted(map(tuple, local))
+
+
+def test_compare_command_reuses_finished_experiments(compared, budget, capsys):
+    from ems_ray.cli import main
+
+    path, out = compared
+    before = (out / "summary.csv").read_text()
+    trials = sorted(p.name for p in (out / "tune" / "random").iterdir())
+    assert main(["compare-searchers", "--config", str(path), "--budget", budget.describe()]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reused the finished Tune experiment") == 4
+    assert "algorithm" in printed and "trials/s" in printed and "tensorboard --logdir" in printed
+    assert (out / "summary.csv").read_text() == before
+    assert sorted(p.name for p in (out / "tune" / "random").iterdir()) == trials
+    # another candidate count over the same folders is refused, not mixed into the comparison
+    assert main(["compare-searchers", "--config", str(path), "--budget", budget.describe(),
+                 "--candidates", "12"]) == 2
+    assert "holds 8 scored candidates, not 12" in capsys.readouterr().err
+
+
+def _interrupt_after(n: int):
+    """A Tune callback that sends this process SIGUSR1 once `n` trials have completed: Tune's signal
+    handler ends the run as Ctrl+C would, saving the experiment and searcher state."""
+    from ray.tune import Callback
+
+    class Interrupt(Callback):
+        def __init__(self):
+            self.done = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            if self.done == n:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    return Interrupt()
+
+
+def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path):
+    from ems_ray.search.ray_tune import fit_tune, scored_trials
+
+    tiny = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=4)  # 16 candidates
+    evo = make_evolution(scorer, budget, tiny, seed=3)
+    proposed = []
+    while not evo.done:
+        proposed.append(evo.ask())
+        evo.tell(scorer.accuracy(proposed[-1]))
+    proposed = np.concatenate(proposed)
+
+    # interrupted after 10 of 16; the resumed run has at most 8 left (6 + in-flight re-runs), so
+    # the callback restored with the Tuner does not fire again
+    results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo",
+                            max_concurrent=2, callbacks=[_interrupt_after(10)])
+    first, _ = scored_trials(results, GENOME)
+    assert ran and 10 <= len(first) < 16
+    results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo", max_concurrent=2)
+    metrics, genes = scored_trials(results, GENOME)
+    assert ran and len(results) == 16 and len(metrics) == 16 and not results.errors
+    # the same 16 candidates as the uninterrupted search: none lost, none proposed twice
+    assert sorted(map(tuple, genes)) == sorted(map(tuple, proposed))
+    assert max(m["accuracy"] for m in metrics) == pytest.approx(evo.best()[1])
