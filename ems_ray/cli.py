@@ -130,10 +130,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare_searchers(args: argparse.Namespace) -> None:
-    from ems_ray.config import load_run_config
     from ems_ray.search.compare import format_summary, how_to_view, run_compare_stage
 
-    cfg = load_run_config(args.config, _overrides(args, candidates="search.compare.candidates"))
+    cfg = config_from_args(args, candidates="search.compare.candidates")
     out = run_compare_stage(cfg, args.budget)
     print(format_summary(out / "summary.csv"))
     print(f"  wrote {out}/{{summary,curves,front}}.csv, curves.png, front.png")
@@ -198,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare-searchers", help="evolution vs TPE vs NSGA-II vs random at equal scored "
                                                        "candidates, on Ray Tune (table, curves, fronts)")
-    compare.add_argument("--config", required=True, help="run config YAML (its `search` and `search.compare`)")
+    _add_config(compare, "its `search` and `search.compare`")
     compare.add_argument("--budget", help="e.g. latency=8.5ms (default: search.budget)")
     compare.add_argument("--candidates", type=int, help="override search.compare.candidates (scored per algorithm)")
     compare.set_defaults(func=_cmd_compare_searchers)

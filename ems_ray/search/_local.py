@@ -1,7 +1,7 @@
 """The in-process driver: the same `Evolution` (or `RandomSearch`) the Tune searchers run, one batched
 score per generation.
 
-Tune pays its controller's per-trial cost (about 0.4 s here) for every candidate; the paper's
+Tune pays its controller's per-trial cost (0.25-0.4 s on 2 cores) for every candidate; the paper's
 50,000 candidates would take hours that way. Here a generation of 100 is one predictor call and one
 LUT gather, and the whole budget takes seconds.
 """
@@ -60,7 +60,7 @@ def run_local_evolution(scorer: CandidateScorer, budget: Budget, config: Evoluti
     config = config or EvolutionConfig()
     if check:
         check_feasible(scorer.table, budget)
-    return _drive("evolution", make_evolution(scorer, budget, config, seed), scorer, budget)
+    return drive("evolution", make_evolution(scorer, budget, config, seed), scorer, budget)
 
 
 def run_local_random(scorer: CandidateScorer, budget: Budget, samples: int = 1000, seed: int = 0,
@@ -68,10 +68,10 @@ def run_local_random(scorer: CandidateScorer, budget: Budget, samples: int = 100
     """Random search in this process: `samples` candidates within the budget, scored in batches."""
     if check:
         check_feasible(scorer.table, budget)
-    return _drive("random", make_random_search(scorer, budget, samples, seed, max_resample_rounds), scorer, budget)
+    return drive("random", make_random_search(scorer, budget, samples, seed, max_resample_rounds), scorer, budget)
 
 
-def _drive(algorithm: str, search: Evolution | RandomSearch, scorer: CandidateScorer, budget: Budget) -> SearchResult:
+def drive(algorithm: str, search: Evolution | RandomSearch, scorer: CandidateScorer, budget: Budget) -> SearchResult:
     """ask/tell until done, one batched predictor call per batch."""
     t0 = time.perf_counter()
     while not search.done:

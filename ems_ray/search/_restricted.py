@@ -14,7 +14,6 @@ slots): a slot that a deeper child switches on takes its frozen genes from `base
 """
 from __future__ import annotations
 
-import time
 from typing import Iterable
 
 import numpy as np
@@ -23,7 +22,7 @@ from ems_ray.space import Genome
 from ems_ray.space.genome import DW_A, DW_W, GENES_PER_SLOT, KERNEL, MID, PW_A, PW_W
 
 from ._evolution import Evolution
-from ._local import SearchResult
+from ._local import SearchResult, drive
 from ._scoring import COST_KEYS, CandidateScorer, InfeasibleBudgetError, within
 from .config import Budget, EvolutionConfig
 
@@ -131,7 +130,6 @@ def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, 
     Raises `InfeasibleBudgetError` when the restricted space's cheapest row breaks the budget (the
     whole space may still be feasible: that is a finding about the restriction, not a bad budget).
     """
-    t0 = time.perf_counter()
     cheapest = genome.cheapest(scorer.table, budget)
     costs = scorer.costs(cheapest)
     if not within(costs, budget)[0]:
@@ -139,8 +137,6 @@ def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, 
         raise InfeasibleBudgetError(f"no sub-net with only {list(genome.free_groups)} free fits budget "
                                     f"{budget.describe()}: the cheapest has {shown}")
     evo = RestrictedEvolution(genome, config, lambda genes: within(scorer.costs(genes), budget), seed)
-    while not evo.done:
-        evo.tell(scorer.accuracy(evo.ask()))
-    genes, _ = evo.best()
-    return SearchResult(algorithm, budget, genes, scorer.score_one(genes), evo.scored,
-                        time.perf_counter() - t0, evo.history, {"free": list(genome.free_groups)})
+    result = drive(algorithm, evo, scorer, budget)
+    result.extra["free"] = list(genome.free_groups)
+    return result

@@ -192,7 +192,7 @@ def tune_loggers() -> list:
 
 
 def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareConfig, out_dir: str | Path,
-                      evolution: EvolutionConfig | None = None, seed: int = 0, max_concurrent: int = 2,
+                      evolution: EvolutionConfig | None = None, seed: int = 0, max_concurrent: int = 1,
                       log: Callable[[str], None] = print) -> list[SearcherTrace]:
     """Run each of `config.algorithms` through Tune under `out_dir/tune/<algorithm>` with
     `config.candidates` scored candidates, and write the comparison into `out_dir`. Needs Ray.

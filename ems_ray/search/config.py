@@ -159,8 +159,9 @@ class SearchConfig(BaseModel):
     lut: str | None = Field(None, description="cost-table Parquet; None builds it from the space")
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna and random searchers")
-    max_concurrent: PositiveInt = Field(2, description="Tune trials in flight (each one Ray actor; a score takes "
-                                                       "microseconds, so more only add processes: BENCHMARKS.md)")
+    max_concurrent: PositiveInt = Field(1, description="Tune trials in flight: a score takes microseconds, and with "
+                                                       "more than one the evolution's generation barrier costs an "
+                                                       "actor restart per generation (BENCHMARKS.md)")
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")

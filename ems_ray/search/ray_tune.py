@@ -239,7 +239,7 @@ def make_searcher(algorithm: str, table: CostTable, budget: Budget, evolution: E
 
 def fit_tune(scorer: CandidateScorer, budget: Budget, algorithm: str = "evolution",
              evolution: EvolutionConfig | None = None, num_samples: int = 100, seed: int = 0,
-             storage: str | Path | None = None, name: str = "search", max_concurrent: int = 2,
+             storage: str | Path | None = None, name: str = "search", max_concurrent: int = 1,
              callbacks: list | None = None) -> tuple[ResultGrid, bool]:
     """Run the search as a Tune experiment `storage/name`: (results, whether any trial ran now).
 
@@ -281,7 +281,7 @@ def scored_trials(results: ResultGrid, genome: Genome) -> tuple[list[dict], np.n
 
 def run_tune_search(scorer: CandidateScorer, budget: Budget, algorithm: str = "evolution",
                     evolution: EvolutionConfig | None = None, num_samples: int = 100, seed: int = 0,
-                    storage: str | Path | None = None, name: str = "search", max_concurrent: int = 2,
+                    storage: str | Path | None = None, name: str = "search", max_concurrent: int = 1,
                     check: bool = True) -> SearchResult:
     """Run (or resume, when `storage/name` holds an unfinished run) a Tune search; needs Ray.
 
