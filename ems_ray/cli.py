@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        # finished work is on disk (checkpoints, shards, results, the manifest): say how to go on
+        print(f"ems-ray: {args.command} interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # configuration and data problems: one clear message, no traceback
         print(f"ems-ray: error: {exc}", file=sys.stderr)

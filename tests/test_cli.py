@@ -67,3 +67,14 @@ def test_readme_commands_and_ci_agree():
     run = (ROOT / "scripts" / "run.sh").read_text()
     line = re.search(r"^exec \.venv/bin/ems-ray (.+)$", run, re.M).group(1)
     build_parser().parse_args(shlex.split(line))
+
+
+def test_an_interrupt_ends_with_how_to_resume_not_a_traceback(monkeypatch, capsys):
+    from ems_ray import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_pipeline", interrupted)
+    assert cli.main(["pipeline", "--config", "configs/fmnist-quick.yaml"]) == 130
+    assert "pipeline interrupted; run the same command again to resume" in capsys.readouterr().err
