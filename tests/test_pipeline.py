@@ -190,7 +190,7 @@ def test_the_whole_pipeline_on_a_tiny_run_then_a_rerun_skips_it_all(tmp_path, ra
     cfg, logs = tiny_run_config(tmp_path / "run"), []
     manifest = run_pipeline(cfg, use_ray=False, log=logs.append)
     assert {r.name: r.status for r in manifest.stages.values()} == dict.fromkeys(
-        ["lut", "supernet", "collect-fp", "collect-quant", "predictor", "search", "compare", "final", "report"], "done")
+        ["lut", "supernet", "collect-fp", "collect-quant", "predictor", "search", "final", "compare", "report"], "done")
     run = tmp_path / "run"
     summary = (run / "final" / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 4 and summary[0].startswith("budget,method")

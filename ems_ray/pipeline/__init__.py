@@ -2,8 +2,8 @@
 
     manifest = run_pipeline(load_run_config("configs/fmnist-quick.yaml"))   # `ems-ray pipeline`
 
-Stages (`stages.STAGES`): lut, supernet, collect-fp, collect-quant, predictor, search, compare,
-final, report. Each is the same function its own `ems-ray` sub-command calls.
+Stages (`stages.STAGES`): lut, supernet, collect-fp, collect-quant, predictor, search, final,
+compare, report. Each is the same function its own `ems-ray` sub-command calls.
 """
 from .manifest import MANIFEST_FILE, Manifest, ManifestError, StageRecord, path_digest
 from .outcome import print_outcome
