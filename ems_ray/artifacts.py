@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from pathlib import Path
 
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write `data` to a hidden temporary file beside `path`, fsync, then rename: a reader (or a
+    resumed run) sees the old file or the whole new one, never half of it. Hidden names are what
+    readers and digests skip."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
 
 
 def save_artifact(path: str | Path, blob: dict) -> Path:
     """`torch.save` to a temporary file, then rename: a killed writer never leaves half a file."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def read_artifact(path: str | Path, fmt: str, what: str, error: type[Exception], missing_hint: str) -> dict:

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ems_ray.artifacts import write_atomic
+
 from .schema import COLLECT_FORMAT, COLLECT_SCHEMA
 
 SHARD_GLOB = "part-*.parquet"
@@ -71,9 +73,7 @@ class ShardStore:
                     "another run_dir, or move that folder away to start over"
                 )
             return
-        tmp = path.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True))
 
     # ----- reading ---------------------------------------------------------------------------
     def shard_files(self) -> list[Path]:
@@ -115,13 +115,7 @@ class ShardStore:
         data = sink.getvalue().to_pybytes()
         ids = table.column("sample_id").to_numpy()
         name = f"part-{ids[0]:09d}-{ids[-1]:09d}-{hashlib.sha256(data).hexdigest()[:12]}.parquet"
-        path = self.folder / name
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        path = write_atomic(self.folder / name, data)
         self._done.update(ids.tolist())
         return path
 

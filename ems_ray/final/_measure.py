@@ -27,16 +27,25 @@ def measure_subnet(supernet_path: Path, subnet: SubnetConfig, recipe: QuantRecip
     from ems_ray.quant import quantize_subnet
     from ems_ray.supernet.checkpoint import load_supernet
 
+    import ray
+
+    from ems_ray.collect import choose_device
+
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    supernet = load_supernet(Path(supernet_path))
+    # a GPU that Ray assigned is used; none usable falls back to the CPU and says so
+    device, note = choose_device("auto", ray.get_gpu_ids() if ray.is_initialized() else [])
+    if note:
+        print(f"[final] {note}")
+    supernet = load_supernet(Path(supernet_path)).to(device)
     splits = build_splits(data)
     train = make_loader(splits.train, data.batch_size, shuffle=True, seed=seed)
     test = make_loader(splits.test, data.eval_batch_size)
     result = quantize_subnet(supernet, subnet, recipe, train, test, seed=seed)
     return {"fp_test_accuracy": float(result.fp_acc), "quant_test_accuracy": float(result.quant_acc),
-            "finetune_seconds": float(result.finetune_seconds), "measure_seconds": time.perf_counter() - t0}
+            "finetune_seconds": float(result.finetune_seconds), "measure_seconds": time.perf_counter() - t0,
+            "device": device}
 
 
 def measure_all(jobs: Iterable[tuple[str, dict]], resources: FinalResources, use_ray: bool,

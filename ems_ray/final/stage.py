@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ems_ray.artifacts import file_sha256
+from ems_ray.artifacts import file_sha256, write_atomic
 from ems_ray.search import Budget, CandidateScorer, InfeasibleBudgetError, SearchResult, check_feasible
 from ems_ray.space import Genome
 
@@ -33,14 +33,6 @@ NO_TRANSFER_DIR = "predictor-no-transfer"
 SUMMARY_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "predicted_accuracy_quant",
                    "quant_test_accuracy", "fp_test_accuracy", "latency_ms", "energy_mj", "bitops", "macs",
                    "search_seconds", "measure_seconds", "genes")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temporary file, then rename: a killed run never leaves half a result that resume would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _digest(obj) -> str:
@@ -169,14 +161,11 @@ def write_summary(out: Path, records: list[dict]) -> Path:
         row = {c: r.get(c, "") for c in SUMMARY_COLUMNS}
         row["genes"] = " ".join(map(str, r.get("genes", [])))
         lines.append(row)
-    path = out / "summary.csv"
-    tmp = path.with_name(".summary.csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(lines)
-    os.replace(tmp, path)
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(lines)
+    return write_atomic(out / "summary.csv", text.getvalue())
 
 
 def _write_run_info(out: Path, inputs: _Inputs) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ems_ray.artifacts import update_sha256
+from ems_ray.artifacts import update_sha256, write_atomic
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "ems-ray-manifest-v1"
@@ -83,10 +82,7 @@ class Manifest:
     def save(self) -> None:
         blob = {"format": FORMAT, "config_name": self.config_name, "updated": time.time(),
                 "stages": [asdict(r) for r in self.stages.values()]}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(blob, indent=1))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(blob, indent=1))
 
     def record(self, name: str) -> StageRecord:
         return self.stages.setdefault(name, StageRecord(name))

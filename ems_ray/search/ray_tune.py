@@ -11,7 +11,6 @@ driver (`run_local_evolution`), which drives the same `Evolution` object in batc
 """
 from __future__ import annotations
 
-import os
 import pickle
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.search import Searcher
 
+from ems_ray.artifacts import write_atomic
 from ems_ray.space import Genome
 
 from ._evolution import Evolution
@@ -85,10 +85,7 @@ class _GeneSearcher(Searcher):
         self._metric, self._mode = state["metric"], state["mode"]
 
     def save(self, checkpoint_path: str) -> None:
-        tmp = f"{checkpoint_path}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(self.get_state(), f)
-        os.replace(tmp, checkpoint_path)
+        write_atomic(checkpoint_path, pickle.dumps(self.get_state()))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
