@@ -78,3 +78,14 @@ def test_an_interrupt_ends_with_how_to_resume_not_a_traceback(monkeypatch, capsy
     monkeypatch.setattr(cli, "_cmd_pipeline", interrupted)
     assert cli.main(["pipeline", "--config", "configs/fmnist-quick.yaml"]) == 130
     assert "pipeline interrupted; run the same command again to resume" in capsys.readouterr().err
+
+
+def test_set_overrides_any_config_value_and_rejects_a_malformed_pair(tmp_path, capsys):
+    from ems_ray.cli import build_parser, config_from_args, main
+
+    args = build_parser().parse_args(["pipeline", "--config", "configs/fmnist-quick.yaml", "--set",
+                                      f"run_dir={tmp_path}/x", "--set", "final.budgets=[latency=0.3ms]"])
+    cfg = config_from_args(args)
+    assert str(cfg.run_dir) == f"{tmp_path}/x" and cfg.final.budgets == ["latency=0.3ms"]
+    assert main(["pipeline", "--config", "configs/fmnist-quick.yaml", "--set", "seed"]) == 2
+    assert "--set: expected key=value" in capsys.readouterr().err
