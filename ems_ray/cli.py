@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import time
 from pathlib import Path
 
+from ems_ray.errors import InputError
 from ems_ray.pipeline.stages import STAGE_NAMES
 from ems_ray.space import Encoding, preset_names, resolve_space
 
@@ -23,7 +26,7 @@ def _set_pairs(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set: expected key=value (e.g. run_dir=/mnt/runs/x), got '{item}'")
+            raise InputError(f"--set: expected key=value (e.g. run_dir=/mnt/runs/x), got '{item}'")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
@@ -140,7 +143,9 @@ def _cmd_compare_searchers(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ems-ray", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ems-ray", description=__doc__,
+        epilog="--debug (anywhere on the line) or EMS_RAY_DEBUG=1: print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     space = sub.add_parser("space", help="inspect search spaces").add_subparsers(dest="action", required=True)
@@ -211,18 +216,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("EMS_RAY_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Exit 0 when done, 2 for bad input (one named line), 130 when interrupted,
+    1 for anything unexpected: a bug, reported as an internal error with its traceback behind
+    `--debug` (or EMS_RAY_DEBUG=1)."""
+    from pydantic import ValidationError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         args.func(args)
     except KeyboardInterrupt:
         # finished work is on disk (checkpoints, shards, results, the manifest): say how to go on
         print(f"ems-ray: {args.command} interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # configuration and data problems: one clear message, no traceback
+    except (InputError, ValidationError, FileNotFoundError) as exc:
+        # configuration, option and data problems: one clear message, no traceback
         print(f"ems-ray: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, not the user's input
+        if debug:
+            traceback.print_exc()
+        print(f"ems-ray: internal error in '{args.command}': {exc.__class__.__name__}: {exc}"
+              + ("" if debug else " (run with --debug or EMS_RAY_DEBUG=1 for the traceback)"),
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ems_ray.collect.config import CollectConfig
 from ems_ray.data import DataConfig
+from ems_ray.errors import InputError
 from ems_ray.final.config import FinalConfig
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.recipe import QuantRecipe
@@ -20,7 +21,7 @@ from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.train.config import SupernetTrainConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid or unreadable config file; the message lists every problem."""
 
 
@@ -60,7 +61,7 @@ class RunConfig(BaseModel):
         try:
             resolve_space(v)  # raises with the allowed preset names
         except FileNotFoundError as exc:
-            raise ValueError(str(exc)) from None
+            raise InputError(str(exc)) from None
         return v
 
     def search_space(self) -> SearchSpace:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: a virtual environment with ems-ray and its test extras,
-# and the Fashion-MNIST Debian package where apt is available. Re-runs are quick: the install
-# step is skipped while pyproject.toml is unchanged.
+# Idempotent set-up for a fresh machine: a virtual environment with exactly the dependency set of
+# requirements.lock (hashes checked; refresh it with scripts/lock.sh), ems-ray itself, and the
+# Fashion-MNIST Debian package where apt is available. Re-runs are quick: the install step is
+# skipped while the lock and pyproject.toml are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.ems-ray-installed"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing ems-ray and its dependencies (first time: several minutes)"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  echo "[setup] installing the locked dependencies (requirements.lock; first time: several minutes)"
+  # every file is checked against the lock's sha256; --no-deps: the lock is the whole set
+  "$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+  # ems-ray itself, built with the locked setuptools (nothing unlocked is fetched)
+  "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+  "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 

@@ -89,3 +89,35 @@ def test_set_overrides_any_config_value_and_rejects_a_malformed_pair(tmp_path, c
     assert str(cfg.run_dir) == f"{tmp_path}/x" and cfg.final.budgets == ["latency=0.3ms"]
     assert main(["pipeline", "--config", "configs/fmnist-quick.yaml", "--set", "seed"]) == 2
     assert "--set: expected key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("debug", ["flag", "env", None])
+def test_a_bug_is_an_internal_error_not_an_input_error(monkeypatch, capsys, debug):
+    from ems_ray import cli
+
+    def buggy(args):
+        raise RuntimeError("list index out of range in a stage")
+
+    monkeypatch.setattr(cli, "_cmd_pipeline", buggy)
+    argv = ["pipeline", "--config", "configs/fmnist-quick.yaml"]
+    if debug == "flag":
+        argv.append("--debug")
+    monkeypatch.setenv("EMS_RAY_DEBUG", "1" if debug == "env" else "")
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "ems-ray: internal error in 'pipeline': RuntimeError: list index out of range" in err
+    assert ("Traceback" in err) == (debug is not None)
+    assert ("--debug" in err) == (debug is None)
+
+
+def test_input_errors_stay_one_line_with_exit_2(monkeypatch, capsys):
+    from ems_ray import cli
+    from ems_ray.errors import InputError
+
+    def bad_input(args):
+        raise InputError("search.algorithm: 'x' not allowed; allowed values: ['evolution']")
+
+    monkeypatch.setattr(cli, "_cmd_pipeline", bad_input)
+    assert cli.main(["pipeline", "--config", "configs/fmnist-quick.yaml", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "ems-ray: error: search.algorithm: 'x' not allowed; allowed values: ['evolution']"

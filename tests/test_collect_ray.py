@@ -18,6 +18,8 @@ pytestmark = pytest.mark.ray
 HERE = Path(__file__).parent
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_cpu_only_actors_write_shards_that_ray_data_and_pyarrow_read(ray_local, tmp_path):
     cfg = tiny_collect_config(tmp_path / "ray", {"num_cpus": 1, "num_gpus": 0, "min_actors": 1, "max_actors": 2},
                               points=8, points_per_shard=2)
@@ -49,6 +51,8 @@ def _scenario(name: str, work: Path, timeout: int) -> dict:
     return json.loads(result[-1].removeprefix("RESULT "))
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_killed_worker_node_loses_and_duplicates_nothing(tmp_path):
     r = _scenario("kill-node", tmp_path, timeout=300)
     assert r["killed_after_shards"] is not None and r["worker_node"] in r["nodes"], r
@@ -57,6 +61,8 @@ def test_killed_worker_node_loses_and_duplicates_nothing(tmp_path):
     assert r["raw_rows"] == r["unique_ids"] == 20 and r["ids"] == list(range(20)), r
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_autoscaler_launches_gpu_nodes_for_collection(tmp_path):
     r = _scenario("autoscale", tmp_path, timeout=400)
     assert r["workers_at_start"] == 0 and max(n for _, n in r["timeline"]) >= 1

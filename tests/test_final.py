@@ -218,7 +218,8 @@ def test_measure_subnet_quantizes_finetunes_and_evaluates_on_the_test_split(tiny
     assert again["quant_test_accuracy"] == m["quant_test_accuracy"]  # deterministic in the seed
 
 
-@pytest.mark.slow  # ~25 s: two fine-tunes in Ray workers
+@pytest.mark.e2e  # ~25 s: two fine-tunes in Ray workers
+@pytest.mark.timeout(900)
 @pytest.mark.ray
 def test_measurements_run_as_ray_tasks(tiny_run, ray_local):
     from ems_ray.final import FinalResources, measure_all

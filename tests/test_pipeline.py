@@ -186,6 +186,8 @@ def tiny_run_config(run_dir: Path) -> RunConfig:
     return RunConfig.model_validate({"name": "tiny", "run_dir": str(run_dir), **TINY_RUN})
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_the_whole_pipeline_on_a_tiny_run_then_a_rerun_skips_it_all(tmp_path, ray_local):
     cfg, logs = tiny_run_config(tmp_path / "run"), []
     manifest = run_pipeline(cfg, use_ray=False, log=logs.append)
@@ -233,7 +235,8 @@ def _killed_then_resumed(tmp_path: Path) -> Path:
     return run
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_a_killed_pipeline_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
     import torch
 

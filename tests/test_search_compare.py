@@ -232,6 +232,8 @@ def _interrupt_after(n: int):
     return Interrupt()
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path):
     from ems_ray.search.ray_tune import fit_tune, scored_trials
 

@@ -44,6 +44,6 @@ def test_optuna_trials_carry_the_budget_as_constraints(scorer, budget):
     config = searcher.suggest("a")
     genes = config_to_genes(config, gene_names(GENOME))
     searcher.on_trial_complete("a", scorer.score_one(genes, budget))
-    (trial,) = searcher._ot_study.trials
+    (trial,) = searcher.study.trials
     latency = scorer.costs(genes[None])["latency_ms"][0]
     assert trial.constraints == {"latency_ms": pytest.approx(latency - budget.latency_ms)}

@@ -33,6 +33,8 @@ class KillOnce:
             os._exit(1)
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_two_workers_survive_a_killed_worker_and_resume(ray_local, tmp_path, monkeypatch):
     base = tiny_inputs()
     cfg = RunConfig(

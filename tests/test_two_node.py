@@ -57,7 +57,8 @@ def test_tiny_config_validates(tmp_path):
     preflight(RunConfig.model_validate(_script_module().tiny_config(tmp_path / "run")))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_pipeline_job_on_a_two_node_cluster(tmp_path):
     # the base dir lives in /tmp: Ray's socket paths must stay under 107 characters
     out = subprocess.run([sys.executable, str(SCRIPT), "--base", "/tmp/ems-two-node-test"],

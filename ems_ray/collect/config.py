@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from ems_ray.errors import InputError
 from ems_ray.quant.recipe import QuantRecipe
 
 Kind = Literal["fp", "quant"]
@@ -33,7 +34,7 @@ class ActorResources(BaseModel):
     @model_validator(mode="after")
     def _bounds(self) -> ActorResources:
         if self.max_actors < self.min_actors:
-            raise ValueError(f"max_actors ({self.max_actors}) must be >= min_actors ({self.min_actors})")
+            raise InputError(f"max_actors ({self.max_actors}) must be >= min_actors ({self.min_actors})")
         return self
 
     def torch_threads(self) -> int:

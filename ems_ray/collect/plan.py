@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace
 from ems_ray.space.genome import DW_A, DW_W, PW_A, PW_W
 
@@ -60,11 +61,11 @@ class SamplingPlan:
     def __init__(self, space: SearchSpace, kind: str, seed: int, policies_per_arch: int = 10,
                  scheme2_fraction: float = 0.5):
         if kind not in _KIND_CODES:
-            raise ValueError(f"kind: '{kind}' not allowed; allowed values: {list(_KIND_CODES)}")
+            raise InputError(f"kind: '{kind}' not allowed; allowed values: {list(_KIND_CODES)}")
         if not 0 <= scheme2_fraction <= 1:
-            raise ValueError(f"scheme2_fraction: {scheme2_fraction} must be within [0, 1]")
+            raise InputError(f"scheme2_fraction: {scheme2_fraction} must be within [0, 1]")
         if policies_per_arch < 1:
-            raise ValueError(f"policies_per_arch: {policies_per_arch} must be >= 1")
+            raise InputError(f"policies_per_arch: {policies_per_arch} must be >= 1")
         self.space, self.kind, self.seed = space, kind, int(seed)
         self.policies_per_arch, self.scheme2_fraction = int(policies_per_arch), float(scheme2_fraction)
         self.genome = Genome(space)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ems_ray.errors import InputError
+
 COLLECT_FORMAT = "ems-ray-collect-v1"
 
 COLLECT_SCHEMA = pa.schema([
@@ -32,7 +34,7 @@ def to_table(columns: dict) -> pa.Table:
     """A table in `COLLECT_SCHEMA` from column arrays (genes as an (n, width) array or list of rows)."""
     missing = [f.name for f in COLLECT_SCHEMA if f.name not in columns]
     if missing:
-        raise ValueError(f"collected rows lack columns {missing}")
+        raise InputError(f"collected rows lack columns {missing}")
     arrays = []
     for field in COLLECT_SCHEMA:
         value = columns[field.name]

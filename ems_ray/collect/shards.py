@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ems_ray.artifacts import write_atomic
+from ems_ray.errors import InputError
 
 from .schema import COLLECT_FORMAT, COLLECT_SCHEMA
 
@@ -25,7 +26,7 @@ SHARD_GLOB = "part-*.parquet"
 MANIFEST = "_plan.json"
 
 
-class CollectError(ValueError):
+class CollectError(InputError):
     """A collection that cannot start or continue: bad output folder, mismatched plan, no workers."""
 
 

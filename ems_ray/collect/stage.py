@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ems_ray.artifacts import file_sha256
 from ems_ray.data import build_splits
+from ems_ray.errors import InputError
 from ems_ray.hardware import build_lut
 from ems_ray.space import ENCODING_VERSION
 from ems_ray.supernet.checkpoint import load_supernet
@@ -82,7 +83,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     each shard is written. Returns counts and timing; read the points with `read_points`.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
+        raise InputError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
     cc = cfg.collect
     target = int(points or cc.points(kind))
     space = cfg.search_space()

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
 
+from ems_ray.errors import InputError
+
 DatasetName = Literal["fashion-mnist", "cifar10", "imagefolder"]
 
 DEFAULT_ROOTS: dict[str, Path | None] = {
@@ -16,11 +18,11 @@ DEFAULT_ROOTS: dict[str, Path | None] = {
 DEFAULT_VAL_SIZES = {"fashion-mnist": 5000, "cifar10": 5000, "imagefolder": 10000}
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(InputError, FileNotFoundError):
     """The dataset's files are not where the config says; the message says how to get them."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """A dataset file exists but is not in the expected format (truncated or wrong file)."""
 
 
@@ -64,8 +66,8 @@ class DataConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.root is None:
-            raise ValueError(f"root: required for name='{self.name}' (the folder holding train/ and val/)")
+            raise InputError(f"root: required for name='{self.name}' (the folder holding train/ and val/)")
         native = {"fashion-mnist": 28}.get(self.name)
         if native is not None and self.image_size not in (None, native):
-            raise ValueError(f"image_size: {self.image_size} not supported for {self.name}; allowed values: [None, {native}]")
+            raise InputError(f"image_size: {self.image_size} not supported for {self.name}; allowed values: [None, {native}]")
         return self

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from ems_ray.errors import InputError
+
 from .cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from .config import DataConfig
 from .fashion_mnist import FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
@@ -36,7 +38,7 @@ class Splits:
 def split_indices(n: int, val_size: int, seed: int) -> tuple[list[int], list[int]]:
     """(train, val) indices of a seeded permutation of range(n); the same for every process."""
     if val_size >= n:
-        raise ValueError(f"val_size: {val_size} must be smaller than the training set ({n} images)")
+        raise InputError(f"val_size: {val_size} must be smaller than the training set ({n} images)")
     perm = np.random.default_rng(seed).permutation(n)
     return sorted(perm[val_size:].tolist()), sorted(perm[:val_size].tolist())
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from ems_ray.errors import InputError
+
 
 class ImageBatch(NamedTuple):
     """A batch already stacked by the dataset, so collation only unpacks it."""
@@ -43,9 +45,9 @@ class InMemoryImageDataset(Dataset):
         classes: Sequence[str] | None = None,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise InputError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InputError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = labels.to(torch.int64)
         c = images.shape[1]

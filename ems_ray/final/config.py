@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from ems_ray.errors import InputError
 from ems_ray.quant.recipe import QuantRecipe
 from ems_ray.search.config import Budget
 
@@ -38,7 +39,7 @@ class SequentialConfig(BaseModel):
         """`reference_bits` must be a choice of every bit field of the space."""
         allowed = sorted(set.intersection(*(set(c) for c in bit_choices)))
         if self.reference_bits not in allowed:
-            raise ValueError(f"final.sequential.reference_bits: {self.reference_bits} not allowed; "
+            raise InputError(f"final.sequential.reference_bits: {self.reference_bits} not allowed; "
                              f"allowed values: {allowed}")
 
 
@@ -69,16 +70,16 @@ class FinalConfig(BaseModel):
             try:
                 Budget.parse(text)
             except ValueError as exc:
-                raise ValueError(f"budgets[{i}] '{text}': {exc}") from None
+                raise InputError(f"budgets[{i}] '{text}': {exc}") from None
         if len({Budget.parse(t).slug() for t in v}) != len(v):
-            raise ValueError(f"budgets: the same budget is given twice in {v}")
+            raise InputError(f"budgets: the same budget is given twice in {v}")
         return v
 
     @field_validator("methods")
     @classmethod
     def _methods_unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
-            raise ValueError(f"methods: duplicates in {v}; allowed values: {list(METHODS)}")
+            raise InputError(f"methods: duplicates in {v}; allowed values: {list(METHODS)}")
         return v
 
     def parsed_budgets(self) -> list[Budget]:

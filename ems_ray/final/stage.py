@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from ems_ray.errors import InputError
+
 import csv
 import hashlib
 import io
@@ -56,7 +58,7 @@ def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredic
         print(f"[final] training the quantization-aware predictor without transfer ({len(data.quant)} rows)")
         trained = train_predictors(data, pc, space, cfg.seed, fp_model=fp.model)
         if trained.quant is None:
-            raise ValueError(f"no-transfer: too few quantized rows collected ({len(data.quant)}); "
+            raise InputError(f"no-transfer: too few quantized rows collected ({len(data.quant)}); "
                              "run `ems-ray collect quant` first")
         save_predictors(trained, out, {"fingerprint": fingerprint, "data": data.summary(), "transfer": False})
     return load_predictor(out / "quant.pt", space, "quant"), out / "quant.pt"
@@ -76,7 +78,7 @@ class _Inputs:
         self.supernet_path = Path(cfg.run_dir) / "supernet" / "supernet.pt"
         blob = read_supernet_file(self.supernet_path)  # fails clearly before any search
         if blob["space_fingerprint"] != space_fingerprint(self.space):
-            raise ValueError(f"{self.supernet_path} was trained for another search space than '{self.space.name}'")
+            raise InputError(f"{self.supernet_path} was trained for another search space than '{self.space.name}'")
         self.supernet_sha256 = file_sha256(self.supernet_path)
         fp, quant = load_run_predictors(cfg.run_dir, self.space)
         if quant is None:
@@ -191,7 +193,7 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
     fc = cfg.final
     budgets = fc.parsed_budgets()
     if not budgets:
-        raise ValueError("final.budgets: empty; give at least one budget, e.g. [latency=0.5ms]")
+        raise InputError("final.budgets: empty; give at least one budget, e.g. [latency=0.5ms]")
     space = cfg.search_space()
     if "sequential" in fc.methods:
         fc.sequential.check_space(space.bits.as_tuple())

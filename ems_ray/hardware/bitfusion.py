@@ -33,6 +33,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ems_ray.errors import InputError
+
 from .config import BitFusionConfig, ceil_div
 from .layers import ConvLayer
 
@@ -246,7 +248,7 @@ class BitFusionModel:
         psum_tile = ceil_div(cand["oc"], cfg.columns) * cfg.columns * cand["oh"] * cand["ow"] * cfg.partial_sum_bits
         keep = psum_tile <= cfg.buffer_bits("output")
         if not keep.any():
-            raise ValueError(f"{layer.describe()}: no tile's partial sums fit the output buffer")
+            raise InputError(f"{layer.describe()}: no tile's partial sums fit the output buffer")
         return {k: v[keep][None, :] for k, v in cand.items()}
 
     def _depthwise_cycles(self, layer: ConvLayer, channel_tile: np.ndarray, block: np.ndarray):
@@ -427,7 +429,7 @@ class BitFusionModel:
         if np.any(best_cycles == np.iinfo(np.int64).max):
             if not fine:  # huge kernels: retry with channel tiles narrower than the array
                 return self._evaluate(layer, bits, fine=True, dw_block=dw_block)
-            raise ValueError(f"{layer.describe()}: no tiling fits the buffers")
+            raise InputError(f"{layer.describe()}: no tiling fits the buffers")
         fastest = np.where(flat_cycles == best_cycles, flat_energy, np.inf).argmin(axis=1)
         frugal = flat_energy.argmin(axis=1)
         n_cand = cycles.shape[2]

@@ -11,6 +11,8 @@ import hashlib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ems_ray.errors import InputError
+
 KIB_BITS = 1024 * 8
 
 
@@ -85,18 +87,18 @@ class BitFusionConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> BitFusionConfig:
         if self.min_bits > self.max_bits:
-            raise ValueError(f"min_bits ({self.min_bits}) must be <= max_bits ({self.max_bits})")
+            raise InputError(f"min_bits ({self.min_bits}) must be <= max_bits ({self.max_bits})")
         if self.partial_sum_bits < 2 * self.max_bits:
-            raise ValueError(
+            raise InputError(
                 f"partial_sum_bits ({self.partial_sum_bits}) must hold a {self.max_bits}x{self.max_bits}-bit "
                 f"product: at least {2 * self.max_bits}"
             )
         if self.depthwise_lanes is not None and self.depthwise_lanes > self.rows:
-            raise ValueError(f"depthwise_lanes ({self.depthwise_lanes}) must be <= rows ({self.rows})")
+            raise InputError(f"depthwise_lanes ({self.depthwise_lanes}) must be <= rows ({self.rows})")
         for name in ("weight", "activation", "output"):
             bits = self.buffer_bits(name)
             if bits < self.max_bits * self.columns:
-                raise ValueError(f"{name}_sram_kib: {bits} usable bits cannot hold one row of operands")
+                raise InputError(f"{name}_sram_kib: {bits} usable bits cannot hold one row of operands")
         return self
 
     # ----- derived facts -----------------------------------------------------------------
@@ -116,7 +118,7 @@ class BitFusionConfig(BaseModel):
     def check_bits(self, wbits: int, abits: int) -> None:
         for name, bits in (("wbits", wbits), ("abits", abits)):
             if not (1 <= bits <= self.max_bits) or int(bits) != bits:
-                raise ValueError(f"{name}: {bits} not supported; allowed values: 1..{self.max_bits}")
+                raise InputError(f"{name}: {bits} not supported; allowed values: 1..{self.max_bits}")
 
     @property
     def tile_overhead(self) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, Literal
 
+from ems_ray.errors import InputError
 from ems_ray.space.search_space import conv_out
 
 if TYPE_CHECKING:
@@ -38,19 +39,19 @@ class ConvLayer:
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
-            raise ValueError(f"kind: '{self.kind}' not allowed; allowed values: {list(LAYER_KINDS)}")
+            raise InputError(f"kind: '{self.kind}' not allowed; allowed values: {list(LAYER_KINDS)}")
         for name in ("in_channels", "out_channels", "kernel", "stride", "in_h", "in_w"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a positive int, got {value!r}")
+                raise InputError(f"{name}: must be a positive int, got {value!r}")
         if self.kind == "dw" and self.in_channels != self.out_channels:
-            raise ValueError(
+            raise InputError(
                 f"out_channels: a depthwise layer keeps its channels ({self.in_channels}), got {self.out_channels}"
             )
         if self.kind in ("pw", "fc") and (self.kernel, self.stride) != (1, 1):
-            raise ValueError(f"kernel/stride: a '{self.kind}' layer is 1x1 with stride 1")
+            raise InputError(f"kernel/stride: a '{self.kind}' layer is 1x1 with stride 1")
         if self.kind == "fc" and (self.in_h, self.in_w) != (1, 1):
-            raise ValueError("in_h/in_w: an 'fc' layer takes a 1x1 input (after global pooling)")
+            raise InputError("in_h/in_w: an 'fc' layer takes a 1x1 input (after global pooling)")
 
     @property
     def out_h(self) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace, resolve_space
 from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
 
@@ -41,7 +42,7 @@ SCHEMA = pa.schema(
 SCORE_KEYS = ("latency_ms", "energy_mj", "macs", "bitops")
 
 
-class CostTableError(ValueError):
+class CostTableError(InputError):
     """A cost table that cannot be used: unreadable, built for another space/hardware, or incomplete."""
 
 
@@ -145,10 +146,10 @@ class CostTable:
         g = self.genome
         genes = np.atleast_2d(np.asarray(genes))
         if genes.ndim != 2 or genes.shape[1] != g.width:
-            raise ValueError(f"genes: expected shape (n, {g.width}) for '{self.space.name}', got {genes.shape}")
+            raise InputError(f"genes: expected shape (n, {g.width}) for '{self.space.name}', got {genes.shape}")
         if np.any(genes < 0) or np.any(genes >= g.choice_counts):
             bad = np.argwhere((genes < 0) | (genes >= g.choice_counts))[0]
-            raise ValueError(f"genes: row {bad[0]} column {bad[1]} is {genes[tuple(bad)]}, outside its "
+            raise InputError(f"genes: row {bad[0]} column {bad[1]} is {genes[tuple(bad)]}, outside its "
                              f"{g.choice_counts[bad[1]]} choices")
         active = g.active(genes)[..., None]
         col = {gene: genes[:, g.slot_columns(gene)].astype(np.intp) for gene in (KERNEL, MID, PW_W, PW_A, DW_W, DW_A)}

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ems_ray.artifacts import update_sha256, write_atomic
+from ems_ray.errors import InputError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "ems-ray-manifest-v1"
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """An unreadable or foreign manifest file."""
 
 

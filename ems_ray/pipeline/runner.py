@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from ems_ray.errors import InputError
+
 from .manifest import Manifest, path_digest
 from .stages import LUT_FILE, STAGES, Stage, run_budgets
 
@@ -31,7 +33,7 @@ def preflight(cfg: RunConfig) -> None:
 
     budgets = run_budgets(cfg)
     if not budgets:
-        raise ValueError("final.budgets: the pipeline needs at least one budget (e.g. [latency=0.5ms]); "
+        raise InputError("final.budgets: the pipeline needs at least one budget (e.g. [latency=0.5ms]); "
                          "or set search.budget")
     space = cfg.search_space()
     lut = Path(cfg.run_dir) / LUT_FILE
@@ -59,7 +61,7 @@ def select_stages(only: Iterable[str] | None, stages: Sequence[Stage] = STAGES) 
     only, names = list(only), [s.name for s in stages]
     unknown = [n for n in only if n not in names]
     if unknown:
-        raise ValueError(f"stage(s) {unknown} not known; allowed values: {names}")
+        raise InputError(f"stage(s) {unknown} not known; allowed values: {names}")
     return [s for s in stages if s.name in only]
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import ENCODING_VERSION, Genome, SearchSpace
 
 REQUIRED_COLUMNS = ("sample_id", "genes", "encoding_version", "accuracy")
 
 
-class CollectedDataError(ValueError):
+class CollectedDataError(InputError):
     """Collected data that is missing, or was made for another search space or encoding."""
 
 
@@ -175,7 +176,7 @@ def split_by_group(groups: np.ndarray, val_fraction: float, seed: int) -> tuple[
     """
     uniq, inverse = np.unique(groups, return_inverse=True)
     if len(uniq) < 2:
-        raise ValueError(f"need at least 2 architectures to hold some out, got {len(uniq)}")
+        raise InputError(f"need at least 2 architectures to hold some out, got {len(uniq)}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(uniq))
     n_val = min(max(1, int(round(val_fraction * len(uniq)))), len(uniq) - 1)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ems_ray.artifacts import read_artifact, save_artifact
+from ems_ray.errors import InputError
 from ems_ray.space import ENCODING_VERSION, Encoding, SearchSpace, resolve_space
 from ems_ray.supernet.checkpoint import space_fingerprint
 
@@ -22,7 +23,7 @@ PREDICTOR_FORMAT = "ems-ray-predictor-v1"
 KINDS = ("fp", "quant")
 
 
-class PredictorFileError(ValueError):
+class PredictorFileError(InputError):
     """A predictor file that is missing, unreadable, or made for another space or encoding."""
 
 
@@ -37,11 +38,11 @@ class AccuracyPredictor:
 
     def __init__(self, model: MLPPredictor, space: SearchSpace, kind: str, metadata: dict | None = None):
         if kind not in KINDS:
-            raise ValueError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
+            raise InputError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
         self.encoding = Encoding(space)
         expected = (self.encoding.fp_dim, self.encoding.quant_dim if kind == "quant" else 0)
         if (model.fp_dim, model.quant_dim) != expected:
-            raise ValueError(f"a {kind} predictor for '{space.name}' needs input dims {expected}, "
+            raise InputError(f"a {kind} predictor for '{space.name}' needs input dims {expected}, "
                              f"the model has {(model.fp_dim, model.quant_dim)}")
         self.model = model.eval()
         self.space = space
@@ -73,7 +74,7 @@ class AccuracyPredictor:
         genes = np.atleast_2d(np.asarray(genes))
         width = self.encoding.genome.width
         if genes.shape[1] != width:
-            raise ValueError(f"gene rows have {genes.shape[1]} columns; '{self.space.name}' needs {width}")
+            raise InputError(f"gene rows have {genes.shape[1]} columns; '{self.space.name}' needs {width}")
         out = np.empty(len(genes), dtype=np.float32)
         fp_only = self.kind == "fp"
         with torch.inference_mode():

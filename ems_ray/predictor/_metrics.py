@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ems_ray.errors import InputError
+
 _CHUNK = 1024  # rows compared at once: bounds memory at _CHUNK * n signs
 
 
@@ -31,7 +33,7 @@ def pair_counts(y_true: np.ndarray, y_pred: np.ndarray) -> PairCounts:
     t = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(y_pred, dtype=np.float64).ravel()
     if t.shape != p.shape:
-        raise ValueError(f"y_true has {t.size} values, y_pred {p.size}")
+        raise InputError(f"y_true has {t.size} values, y_pred {p.size}")
     n = t.size
     conc = disc = tt = tp = tb = 0
     for start in range(0, n, _CHUNK):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ems_ray.errors import InputError
+
 ACTIVATION_LAYERS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 SMALL_HEAD_STD = 0.01
 
@@ -26,7 +28,7 @@ class MLPPredictor(nn.Module):
                  activation: str = "relu"):
         super().__init__()
         if activation not in ACTIVATION_LAYERS:
-            raise ValueError(f"activation: '{activation}' not allowed; allowed values: {sorted(ACTIVATION_LAYERS)}")
+            raise InputError(f"activation: '{activation}' not allowed; allowed values: {sorted(ACTIVATION_LAYERS)}")
         self.fp_dim, self.quant_dim = fp_dim, quant_dim
         self.hidden, self.layers, self.activation = hidden, layers, activation
         act = ACTIVATION_LAYERS[activation]
@@ -51,7 +53,7 @@ class MLPPredictor(nn.Module):
     def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
         """(n, input_dim) -> (n,) prediction in standardised target units."""
         if x.shape[-1] != self.input_dim:
-            raise ValueError(f"predictor expects {self.input_dim} input features, got {x.shape[-1]}")
+            raise InputError(f"predictor expects {self.input_dim} input features, got {x.shape[-1]}")
         x = x.to(self.fp_in.weight.dtype)
         h = self.fp_in(x[:, : self.fp_dim])
         if self.quant_in is not None:
@@ -85,9 +87,9 @@ def transfer_to_quant(fp_model: MLPPredictor, quant_dim: int, head_init: str = "
     upstream of it needs its value. `small` (N(0, 0.01)) is offered for comparison.
     """
     if fp_model.quant_in is not None:
-        raise ValueError("transfer_to_quant expects an FP predictor (one without a quant head)")
+        raise InputError("transfer_to_quant expects an FP predictor (one without a quant head)")
     if head_init not in ("zero", "small"):
-        raise ValueError(f"head_init: '{head_init}' not allowed; allowed values: ['small', 'zero']")
+        raise InputError(f"head_init: '{head_init}' not allowed; allowed values: ['small', 'zero']")
     q = MLPPredictor(fp_model.fp_dim, quant_dim, fp_model.hidden, fp_model.layers, fp_model.activation)
     q.to(next(fp_model.parameters()).device)
     missing, unexpected = q.load_state_dict(fp_model.state_dict(), strict=False)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ems_ray.errors import InputError
 from ems_ray.space import Encoding, SearchSpace
 
 from ._data import CollectedData, SampleSet, split_by_group
@@ -126,7 +127,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("predictor.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+        raise InputError("predictor.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
     return torch.device(name)
 
 

@@ -2,6 +2,8 @@
 Ray Tune search over their hyper-parameters (the `predictor:` section of a run config)."""
 from __future__ import annotations
 
+from ems_ray.errors import InputError
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,15 +51,15 @@ class SearchDimension(BaseModel):
     def _exactly_one(self) -> SearchDimension:
         given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
+            raise InputError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
         if self.choice is not None and not self.choice:
-            raise ValueError("choice must not be empty")
+            raise InputError("choice must not be empty")
         for k in ("loguniform", "uniform", "randint"):
             lo_hi = getattr(self, k)
             if lo_hi is not None and not lo_hi[0] < lo_hi[1]:
-                raise ValueError(f"{k}: low must be below high, got {list(lo_hi)}")
+                raise InputError(f"{k}: low must be below high, got {list(lo_hi)}")
         if self.loguniform is not None and self.loguniform[0] <= 0:
-            raise ValueError("loguniform bounds must be positive")
+            raise InputError("loguniform bounds must be positive")
         return self
 
     def extremes(self) -> list[Any]:
@@ -129,15 +131,15 @@ class PredictorConfig(BaseModel):
         base = self.model_dump(mode="json", exclude={"tune"}) | {"tune": {"space": {}}}
         for key, dim in self.tune.space.items():
             if key.split(".")[0] in _NOT_SEARCHABLE:
-                raise ValueError(f"tune.space.{key}: not a searchable setting (run settings cannot be searched)")
+                raise InputError(f"tune.space.{key}: not a searchable setting (run settings cannot be searched)")
             for value in dim.extremes():
                 try:
                     PredictorConfig.model_validate(apply_overrides(base, {key: value}))
                 except KeyError as exc:
-                    raise ValueError(f"tune.space.{key}: {exc.args[0]}") from None
+                    raise InputError(f"tune.space.{key}: {exc.args[0]}") from None
                 except ValidationError as exc:
                     detail = exc.errors()[0]["msg"]
-                    raise ValueError(f"tune.space.{key}: value {value!r} is not a valid setting ({detail})") from None
+                    raise InputError(f"tune.space.{key}: value {value!r} is not a valid setting ({detail})") from None
         return self
 
 

@@ -10,6 +10,8 @@ again from the current weights.
 """
 from __future__ import annotations
 
+from ems_ray.errors import InputError
+
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -49,15 +51,15 @@ def calibrate(model: nn.Module, loader: Iterable, num_batches: int, method: str 
     """
     layers = quant_layers(model)
     if not layers:
-        raise ValueError("calibrate: the model has no fake-quant layers (apply a QuantPolicy first)")
+        raise InputError("calibrate: the model has no fake-quant layers (apply a QuantPolicy first)")
     if method not in ("kl", "max"):
-        raise ValueError(f"method: '{method}' not allowed; allowed values: ['kl', 'max']")
+        raise InputError(f"method: '{method}' not allowed; allowed values: ['kl', 'max']")
     if num_batches < 1:
-        raise ValueError(f"num_batches: {num_batches} must be at least 1")
+        raise InputError(f"num_batches: {num_batches} must be at least 1")
     device = _device_of(model)
     batches = [images.to(device) for images, *_ in islice(loader, num_batches)]
     if not batches:
-        raise ValueError("calibrate: the loader yielded no batches")
+        raise InputError("calibrate: the loader yielded no batches")
     model.eval()
     for layer in layers.values():
         layer.calibrate_weight(method)

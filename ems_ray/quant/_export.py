@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ems_ray.errors import InputError
+
 from ._modules import QuantConv2d, calibrated_quant_layers, quant_layers
 from ._policy import QuantPolicy
 
@@ -37,7 +39,7 @@ EXPORT_FORMAT = "ems-ray-quantized-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError, RuntimeError):
     """Export or reload failed (missing optional dependency, unreadable or mismatched files)."""
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ems_ray.errors import InputError
 from ems_ray.supernet import evaluate, recalibrate_bn
 
 from ._modules import calibrated_quant_layers
@@ -35,7 +36,7 @@ def _cycle(loader: Iterable) -> Iterator:
             empty = False
             yield batch
         if empty:
-            raise ValueError("quantization_aware_finetune: the loader yielded no batches")
+            raise InputError("quantization_aware_finetune: the loader yielded no batches")
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -70,7 +71,7 @@ def quantization_aware_finetune(
     re-seeded with `seed`, so the batch order depends on `seed` only.
     """
     if steps < 0:
-        raise ValueError(f"steps: {steps} must be >= 0")
+        raise InputError(f"steps: {steps} must be >= 0")
     calibrated_quant_layers(model, "quantization_aware_finetune")
     device = next(model.parameters()).device
     generator = getattr(loader, "generator", None)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ems_ray.errors import InputError
 from ems_ray.space import SubnetConfig, validate_subnet
 
 from ._modules import QuantConv2d, QuantLinear
@@ -23,13 +24,13 @@ if TYPE_CHECKING:
     from ems_ray.supernet import StaticSubNet
 
 
-class QuantPolicyError(ValueError):
+class QuantPolicyError(InputError):
     """A policy that does not fit the model it is applied to; names the offending field."""
 
 
 def _valid_bits(v: int, info) -> int:
     if isinstance(v, bool) or not MIN_BITS <= v <= MAX_BITS:
-        raise ValueError(f"{info.field_name}: {v} not supported; allowed values: {MIN_BITS}..{MAX_BITS}")
+        raise InputError(f"{info.field_name}: {v} not supported; allowed values: {MIN_BITS}..{MAX_BITS}")
     return v
 
 

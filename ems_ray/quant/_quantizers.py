@@ -17,6 +17,8 @@ than the max-abs range.
 """
 from __future__ import annotations
 
+from ems_ray.errors import InputError
+
 import torch
 # Registers torch.ops.quantized_decomposed (used by `quantize_dequantize`); it must be loaded before
 # an ONNX export starts, when the exporter builds its table of known ops.
@@ -35,7 +37,7 @@ _KL_SMOOTHING = 1e-8
 
 def check_bits(bits: int, name: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{name}: {bits!r} not supported; allowed values: {MIN_BITS}..{MAX_BITS}")
+        raise InputError(f"{name}: {bits!r} not supported; allowed values: {MIN_BITS}..{MAX_BITS}")
     return bits
 
 
@@ -159,7 +161,7 @@ def choose_range(x: torch.Tensor, bits: int, signed: bool = True, method: str = 
     """
     top = max_abs_range(x, signed)
     if method not in ("kl", "max"):
-        raise ValueError(f"method: '{method}' not allowed; allowed values: ['kl', 'max']")
+        raise InputError(f"method: '{method}' not allowed; allowed values: ['kl', 'max']")
     if method == "max" or int((x != 0).sum()) < 16 * (quant_levels(bits, signed) + 1):
         return max(top, TINY_RANGE)
     return kl_range(magnitude_histogram(x, top, signed, bins), top, bits, signed, num_candidates)

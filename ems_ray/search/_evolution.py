@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
 from ._scoring import InfeasibleBudgetError
@@ -61,7 +62,7 @@ class Evolution:
             raise RuntimeError("tell() before ask(): no generation is waiting for scores")
         fitness = np.asarray(fitness, dtype=np.float64).ravel()
         if len(fitness) != len(self.pending):
-            raise ValueError(f"tell(): {len(fitness)} scores for a generation of {len(self.pending)}")
+            raise InputError(f"tell(): {len(fitness)} scores for a generation of {len(self.pending)}")
         genes = np.concatenate([self.population, self.pending])
         scores = np.concatenate([self.fitness, np.where(np.isnan(fitness), -np.inf, fitness)])
         keep = np.argsort(-scores, kind="stable")[: self.config.population]
@@ -107,7 +108,7 @@ class Evolution:
 
     def set_state(self, state: dict) -> None:
         if state["config"] != self.config.model_dump():
-            raise ValueError("evolution state was saved with other settings: "
+            raise InputError("evolution state was saved with other settings: "
                              f"{state['config']} != {self.config.model_dump()}")
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.generation = state["generation"]

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
 from ._evolution import fill_feasible, sample_candidates
@@ -31,7 +32,7 @@ class RandomSearch:
     def __init__(self, genome: Genome, samples: int, feasible: Callable[[np.ndarray], np.ndarray], seed: int = 0,
                  batch: int = 100, block: int = 100, max_resample_rounds: int = 200):
         if samples < 1 or batch < 1 or block < 1:
-            raise ValueError(f"random search: samples ({samples}), batch ({batch}) and block ({block}) must be >= 1")
+            raise InputError(f"random search: samples ({samples}), batch ({batch}) and block ({block}) must be >= 1")
         self.genome = genome
         self.samples, self.batch, self.block = samples, batch, block
         self.feasible = feasible
@@ -77,7 +78,7 @@ class RandomSearch:
         fitness = np.asarray(fitness, dtype=np.float64).ravel()
         fitness = np.where(np.isnan(fitness), -np.inf, fitness)
         if len(fitness) != len(self.pending):
-            raise ValueError(f"tell(): {len(fitness)} scores for a batch of {len(self.pending)}")
+            raise InputError(f"tell(): {len(fitness)} scores for a batch of {len(self.pending)}")
         if len(fitness) and fitness.max() > self.best_fitness:
             i = int(np.argmax(fitness))
             self.best_genes, self.best_fitness = self.pending[i].copy(), float(fitness[i])
@@ -102,7 +103,7 @@ class RandomSearch:
     def set_state(self, state: dict) -> None:
         settings = {"samples": self.samples, "batch": self.batch, "block": self.block}
         if state["settings"] != settings:
-            raise ValueError(f"random search state was saved with other settings: {state['settings']} != {settings}")
+            raise InputError(f"random search state was saved with other settings: {state['settings']} != {settings}")
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self._buffer, self.drawn, self.scored = state["buffer"].copy(), state["drawn"], state["scored"]
         self.pending = None if state["pending"] is None else state["pending"].copy()

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome
 from ems_ray.space.genome import DW_A, DW_W, GENES_PER_SLOT, KERNEL, MID, PW_A, PW_W
 
@@ -45,7 +46,7 @@ def columns_of(genome: Genome, groups: Iterable[str]) -> np.ndarray:
     groups = list(groups)
     for name in groups:
         if name not in table:
-            raise ValueError(f"column group: '{name}' not allowed; allowed values: {list(COLUMN_GROUPS)}")
+            raise InputError(f"column group: '{name}' not allowed; allowed values: {list(COLUMN_GROUPS)}")
     return np.sort(np.concatenate([table[n] for n in groups])) if groups else np.zeros(0, dtype=np.intp)
 
 
@@ -60,7 +61,7 @@ class RestrictedGenome:
         self.genome = genome
         self.base = np.asarray(base, dtype=np.int16).reshape(-1)
         if self.base.shape != (genome.width,):
-            raise ValueError(f"base: expected {genome.width} genes, got {self.base.shape}")
+            raise InputError(f"base: expected {genome.width} genes, got {self.base.shape}")
         self.free_groups = tuple(free)
         self.free = columns_of(genome, self.free_groups)
         self.frozen = np.setdiff1d(np.arange(genome.width), self.free)

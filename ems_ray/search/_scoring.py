@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace
 from ems_ray.space.genome import GENES_PER_SLOT
 
@@ -22,7 +23,7 @@ _UNIT_OF = {score_key: (unit, scale) for score_key, unit, scale in BUDGET_UNITS.
 _NAME_OF = {score_key: name for name, (score_key, _, _) in BUDGET_UNITS.items()}
 
 
-class InfeasibleBudgetError(ValueError):
+class InfeasibleBudgetError(InputError):
     """No sub-net of the space fits the budget (or the search cannot find one that does)."""
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
 from ._scoring import CandidateScorer, pareto_front, within
@@ -214,8 +215,8 @@ def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareCo
         seconds = previous + (time.perf_counter() - t0 if ran else 0.0)
         metrics, _ = scored_trials(results, Genome(scorer.space))
         if len(metrics) != config.candidates:
-            raise RuntimeError(f"{folder} holds {len(metrics)} scored candidates, not {config.candidates} "
-                               f"(search.compare.candidates): remove the folder to run {algorithm} again")
+            raise InputError(f"{folder} holds {len(metrics)} scored candidates, not {config.candidates} "
+                             f"(search.compare.candidates): remove the folder to run {algorithm} again")
         (folder / _SECONDS_FILE).write_text(json.dumps({"seconds": seconds, "scored": len(metrics)}))
         trace = SearcherTrace.from_metrics(algorithm, metrics, budget, seconds)
         traces.append(trace)

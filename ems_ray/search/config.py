@@ -10,6 +10,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from ems_ray.errors import InputError
+
 Algorithm = Literal["evolution", "tpe", "nsga2", "random"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
@@ -34,7 +36,7 @@ class Budget(BaseModel):
     @model_validator(mode="after")
     def _not_empty(self) -> Budget:
         if not self.limits():
-            raise ValueError("a budget needs at least one of latency, energy, bitops")
+            raise InputError("a budget needs at least one of latency, energy, bitops")
         return self
 
     @classmethod
@@ -44,16 +46,16 @@ class Budget(BaseModel):
         for item in filter(None, (p.strip() for p in str(text).split(","))):
             m = _ITEM.match(item)
             if not m or m.group(1).lower() not in BUDGET_UNITS:
-                raise ValueError(f"budget: cannot read '{item}'; write latency=8.5ms, energy=12mJ or bitops=20G")
+                raise InputError(f"budget: cannot read '{item}'; write latency=8.5ms, energy=12mJ or bitops=20G")
             key, unit_given = m.group(1).lower(), m.group(3)
             score_key, unit, scale = BUDGET_UNITS[key]
             if unit_given and unit_given.lower() != unit.lower():
-                raise ValueError(f"budget: {key} is given in {unit}, not '{unit_given}' (e.g. {key}=10{unit})")
+                raise InputError(f"budget: {key} is given in {unit}, not '{unit_given}' (e.g. {key}=10{unit})")
             if score_key in values:
-                raise ValueError(f"budget: {key} given twice")
+                raise InputError(f"budget: {key} given twice")
             values[score_key] = float(m.group(2)) * scale
         if not values:
-            raise ValueError("budget: empty; write latency=8.5ms, energy=12mJ or bitops=20G")
+            raise InputError("budget: empty; write latency=8.5ms, energy=12mJ or bitops=20G")
         return cls(**values)
 
     def limits(self) -> dict[str, float]:
@@ -96,9 +98,9 @@ class EvolutionConfig(BaseModel):
     @model_validator(mode="after")
     def _sizes(self) -> EvolutionConfig:
         if self.parents > self.population:
-            raise ValueError(f"parents ({self.parents}) must not exceed population ({self.population})")
+            raise InputError(f"parents ({self.parents}) must not exceed population ({self.population})")
         if self.mutations + self.crossovers < 1:
-            raise ValueError("mutations + crossovers must be at least 1")
+            raise InputError("mutations + crossovers must be at least 1")
         return self
 
     @property
@@ -126,15 +128,15 @@ class CompareConfig(BaseModel):
     @model_validator(mode="after")
     def _sizes(self) -> CompareConfig:
         if len(set(self.algorithms)) != len(self.algorithms):
-            raise ValueError(f"algorithms: listed twice in {self.algorithms}")
+            raise InputError(f"algorithms: listed twice in {self.algorithms}")
         if self.parents > self.population:
-            raise ValueError(f"parents ({self.parents}) must not exceed population ({self.population})")
+            raise InputError(f"parents ({self.parents}) must not exceed population ({self.population})")
         if self.population < 2:
-            raise ValueError("population must be at least 2 (one child by mutation, one by crossover)")
+            raise InputError("population must be at least 2 (one child by mutation, one by crossover)")
         if self.candidates % self.population:
             low = self.candidates // self.population * self.population
             hint = f"{low} or {low + self.population}" if low else str(self.population)
-            raise ValueError(f"candidates ({self.candidates}) must be a multiple of population ({self.population}) "
+            raise InputError(f"candidates ({self.candidates}) must be a multiple of population ({self.population}) "
                              f"so the evolution scores exactly that many; use candidates {hint}")
         return self
 

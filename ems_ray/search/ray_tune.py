@@ -20,12 +20,20 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from ems_ray.artifacts import write_atomic
+from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
 from ._evolution import Evolution
 from ._local import SearchResult, make_evolution
 from ._random import RandomSearch
-from ._scoring import CandidateScorer, check_feasible, gene_names, pareto_front, within
+from ._scoring import (
+    CandidateScorer,
+    InfeasibleBudgetError,
+    check_feasible,
+    gene_names,
+    pareto_front,
+    within,
+)
 from .config import ALGORITHMS, Budget, EvolutionConfig
 
 if TYPE_CHECKING:
@@ -58,14 +66,21 @@ def score_trainable(config: dict, *, scorer: CandidateScorer, budget: Budget | N
 class _GeneSearcher(Searcher):
     """What the gene-row searchers share: one config key per gene column, state tied to a budget, and
     `save`/`restore` as a pickle of `get_state()` (Tune calls them at each experiment checkpoint, so
-    `Tuner.restore` resumes the search where the last checkpoint left it)."""
+    `Tuner.restore` resumes the search where the last checkpoint left it).
+
+    Tune also pickles the searcher object itself (the Tuner state), so a searcher holds only plain
+    data, the cost table and its own objects: nothing whose pickling a library may change."""
 
     def __init__(self, table: CostTable, budget: Budget, metric: str = METRIC, mode: str = MODE):
         super().__init__(metric=metric, mode=mode)
+        self.table = table
         self.budget = budget
         self.genome = Genome(table.space)
         self.names = gene_names(self.genome)
-        self.feasible = lambda genes: within(table.score(genes), budget)
+
+    def feasible(self, genes: np.ndarray) -> np.ndarray:
+        """Which gene rows the budget admits (a method, not a closure: it pickles with the searcher)."""
+        return within(self.table.score(genes), self.budget)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         self._metric = self._metric or metric
@@ -80,7 +95,7 @@ class _GeneSearcher(Searcher):
 
     def set_state(self, state: dict) -> None:
         if Budget(**state["budget"]) != self.budget:
-            raise ValueError(f"searcher state was saved for budget {Budget(**state['budget']).describe()}, "
+            raise InputError(f"searcher state was saved for budget {Budget(**state['budget']).describe()}, "
                              f"not {self.budget.describe()}")
         self._metric, self._mode = state["metric"], state["mode"]
 
@@ -189,30 +204,142 @@ def budget_constraints(table: CostTable, budget: Budget, genes: np.ndarray) -> d
     return {key: float(costs[key][0] - limit) for key, limit in budget.limits().items()}
 
 
-def optuna_searcher(algorithm: str, table: CostTable, budget: Budget, seed: int = 0):
-    """`OptunaSearch` with TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the
-    budget's first cost); both see the budget as Optuna constraints, set on each trial from the LUT
-    before it is told (TPE models feasible trials apart; NSGA-II uses constrained domination)."""
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+OPTUNA_ALGORITHMS = ("tpe", "nsga2")
 
-    names = gene_names(Genome(table.space))
 
-    class BudgetOptunaSearch(OptunaSearch):
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            trial = self._ot_trials.get(trial_id)
-            if trial is not None and trial_id not in self._completed_trials:
-                for key, value in budget_constraints(table, budget, config_to_genes(trial.params, names)).items():
-                    trial.set_constraint(key, value)
-            super().on_trial_complete(trial_id, result, error)
+class OptunaSearcher(_GeneSearcher):
+    """Optuna TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the budget's first cost)
+    through Optuna's ask/tell API, one `study.ask()` per Tune trial.
 
-    if algorithm == "tpe":
-        return BudgetOptunaSearch(metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=seed))
-    if algorithm == "nsga2":
-        cost = next(iter(budget.limits()))
-        return BudgetOptunaSearch(metric=[METRIC, cost], mode=[MODE, "min"],
-                                  sampler=optuna.samplers.NSGAIISampler(seed=seed))
-    raise ValueError(f"algorithm: '{algorithm}' is not an Optuna searcher; allowed values: ['tpe', 'nsga2']")
+    Both see the budget as Optuna constraints (`Trial.set_constraint`, cost minus limit from the LUT,
+    set when the trial is asked): TPE models feasible trials apart, NSGA-II uses constrained
+    domination.
+
+    Optuna's samplers are not ours to pickle (NSGA-II holds a thread lock since Optuna 5), so this
+    searcher keeps only its settings and a log of what it did: each ask (with its params) and
+    each tell (with its values). Every ask uses a sampler seeded from (seed, trial number), so
+    after unpickling or `restore` the study is rebuilt by replaying that log in order: NSGA-II asks
+    again (its generations and cached parent populations live in the study and must be rebuilt the
+    way they were made; each replayed ask is checked against the log), TPE takes the logged params
+    through `enqueue_trial` (it keeps no state beyond the trials, and its asks grow with the
+    history). The rebuilt study then asks exactly what the uninterrupted one would have, so
+    `Tuner.restore` resumes it.
+    """
+
+    def __init__(self, algorithm: str, table: CostTable, budget: Budget, seed: int = 0, population: int = 50,
+                 metric: str = METRIC, mode: str = MODE):
+        if algorithm not in OPTUNA_ALGORITHMS:
+            raise InputError(f"algorithm: '{algorithm}' is not an Optuna searcher; "
+                             f"allowed values: {list(OPTUNA_ALGORITHMS)}")
+        super().__init__(table, budget, metric, mode)
+        self.algorithm, self.seed, self.population = algorithm, int(seed), int(population)
+        self.cost = next(iter(budget.limits()))  # NSGA-II's second objective
+        self._log: list[tuple] = []  # ("ask", number, params) and ("tell", number, values or None)
+        self._asked = 0
+        self._live: dict[str, int] = {}  # Tune trial id -> trial number, asked and not yet told
+        self._study = None
+
+    # --- the Optuna study, rebuilt from the log ---------------------------------------------------
+    def _sampler(self, number: int):
+        import optuna
+
+        seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+        if self.algorithm == "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed)
+
+    @property
+    def distributions(self) -> dict:
+        from optuna.distributions import CategoricalDistribution
+
+        return {name: CategoricalDistribution(list(range(int(n))))
+                for name, n in zip(self.names, self.genome.choice_counts)}
+
+    @property
+    def study(self):
+        """The Optuna study of every trial asked so far (rebuilt from the log after a restore)."""
+        if self._study is None:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            directions = ["maximize"] if self.algorithm == "tpe" else ["maximize", "minimize"]
+            self._study = optuna.create_study(directions=directions, sampler=self._sampler(0))
+            for event, number, data in self._log:
+                if event == "tell":
+                    self._tell(number, data)
+                    continue
+                if self.algorithm == "tpe":  # TPE keeps no state beyond the trials: fix the params
+                    self._study.enqueue_trial(data)
+                if self._ask(number) != data:
+                    raise InputError(f"the {self.algorithm} searcher's saved log does not replay with Optuna "
+                                     f"{optuna.__version__} (trial {number} differs): resume with the Optuna "
+                                     "version that started the search, or start it anew in another folder")
+        return self._study
+
+    def _ask(self, number: int) -> dict[str, int]:
+        study = self._study
+        study.sampler = self._sampler(number)
+        trial = study.ask(self.distributions)
+        if trial.number != number:
+            raise RuntimeError(f"Optuna numbered trial {number} as {trial.number}: the searcher's log is out of step")
+        params = {name: int(trial.params[name]) for name in self.names}
+        genes = np.asarray(list(params.values()), dtype=np.int16)
+        for key, value in budget_constraints(self.table, self.budget, genes).items():
+            trial.set_constraint(key, value)
+        return params
+
+    def _tell(self, number: int, values: list[float] | None) -> None:
+        from optuna.trial import TrialState
+
+        self._study.sampler = self._sampler(number)
+        if values is None:
+            self._study.tell(number, state=TrialState.FAIL)
+        else:
+            self._study.tell(number, values)
+
+    # --- Tune's Searcher interface ----------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict:
+        self.study  # noqa: B018 - rebuild after a restore before asking anew
+        number = self._asked
+        params = self._ask(number)
+        self._log.append(("ask", number, params))
+        self._asked += 1
+        self._live[trial_id] = number
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self._live.pop(trial_id, None)
+        if number is None:
+            return
+        result = result or {}
+        values = [result.get(self._metric)] + ([result.get(self.cost)] if self.algorithm == "nsga2" else [])
+        told = None if error or any(v is None or not np.isfinite(v) for v in values) else [float(v) for v in values]
+        self.study  # noqa: B018
+        self._tell(number, told)
+        self._log.append(("tell", number, told))
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "algorithm": self.algorithm, "seed": self.seed,
+                "population": self.population, "log": list(self._log), "asked": self._asked,
+                "live": dict(self._live)}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        mine = (self.algorithm, self.seed, self.population)
+        if (state["algorithm"], state["seed"], state["population"]) != mine:
+            raise InputError(f"searcher state was saved for {state['algorithm']} (seed {state['seed']}, population "
+                             f"{state['population']}), not {mine[0]} (seed {mine[1]}, population {mine[2]})")
+        self._log, self._asked, self._live = list(state["log"]), state["asked"], dict(state["live"])
+        self._study = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_study": None}
+
+
+def optuna_searcher(algorithm: str, table: CostTable, budget: Budget, seed: int = 0,
+                    population: int = 50) -> OptunaSearcher:
+    """The Tune searcher for Optuna TPE or NSGA-II (population `population`) under `budget`."""
+    return OptunaSearcher(algorithm, table, budget, seed, population)
 
 
 def make_searcher(algorithm: str, table: CostTable, budget: Budget, evolution: EvolutionConfig | None = None,
@@ -221,7 +348,7 @@ def make_searcher(algorithm: str, table: CostTable, budget: Budget, evolution: E
 
     Evolution scores `population + (generations - 1) * children` (the initial population, then
     the children of each later generation); random and Optuna `num_samples`. Random search takes
-    `max_resample_rounds` from `evolution`, as the local driver does."""
+    `max_resample_rounds` from `evolution`, as the local driver does, and NSGA-II its population."""
     if algorithm == "evolution":
         evolution = evolution or EvolutionConfig()
         return (EvolutionSearcher(table, budget, evolution, seed),
@@ -229,9 +356,10 @@ def make_searcher(algorithm: str, table: CostTable, budget: Budget, evolution: E
     if algorithm == "random":
         rounds = (evolution or EvolutionConfig()).max_resample_rounds
         return RandomSearcher(table, budget, num_samples, seed, max_resample_rounds=rounds), num_samples
-    if algorithm in ("tpe", "nsga2"):
-        return optuna_searcher(algorithm, table, budget, seed), num_samples
-    raise ValueError(f"algorithm: '{algorithm}' not allowed; allowed values: {list(ALGORITHMS)}")
+    if algorithm in OPTUNA_ALGORITHMS:
+        population = (evolution or EvolutionConfig()).population
+        return optuna_searcher(algorithm, table, budget, seed, population), num_samples
+    raise InputError(f"algorithm: '{algorithm}' not allowed; allowed values: {list(ALGORITHMS)}")
 
 
 def fit_tune(scorer: CandidateScorer, budget: Budget, algorithm: str = "evolution",
@@ -291,7 +419,7 @@ def run_tune_search(scorer: CandidateScorer, budget: Budget, algorithm: str = "e
     metrics, genes = scored_trials(results, Genome(scorer.space))
     feasible = [i for i, m in enumerate(metrics) if m.get("within_budget")]
     if not feasible:
-        raise RuntimeError(f"no trial within budget {budget.describe()} finished ({len(results)} trials)")
+        raise InfeasibleBudgetError(f"no trial within budget {budget.describe()} finished ({len(results)} trials)")
     best = max(feasible, key=lambda i: metrics[i][METRIC])
     history = np.maximum.accumulate([m[METRIC] if m.get("within_budget") else -np.inf for m in metrics])
     extra = {"tune_path": results.experiment_path, "trials": len(results)}
@@ -309,4 +437,4 @@ def _trial_name(trial) -> str:
 
 
 __all__ = ["EvolutionSearcher", "RandomSearcher", "budget_constraints", "fit_tune", "make_evolution",
-           "make_searcher", "optuna_searcher", "param_space", "run_tune_search", "score_trainable", "scored_trials"]
+           "make_searcher", "OptunaSearcher", "optuna_searcher", "param_space", "run_tune_search", "score_trainable", "scored_trials"]

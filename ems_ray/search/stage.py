@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ems_ray.errors import InputError
+
 from ._local import SearchResult, run_local_evolution, run_local_random
 from ._scoring import CandidateScorer, check_feasible
 from .config import Budget
@@ -60,7 +62,7 @@ def prepare_search(cfg: RunConfig, budget: Budget | str | None, scorer: Candidat
     load so a bad budget fails fast, and the run's scorer (unless one is given)."""
     budget = budget if budget is not None else cfg.search.budget
     if budget is None:
-        raise ValueError("no budget: pass --budget latency=...ms (or energy=...mJ, bitops=...G) or set search.budget")
+        raise InputError("no budget: pass --budget latency=...ms (or energy=...mJ, bitops=...G) or set search.budget")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     table = scorer.table if scorer is not None else load_cost_table(cfg)
     check_feasible(table, budget)

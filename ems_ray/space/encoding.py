@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ems_ray.errors import InputError
+
 from .genome import DW_A, DW_W, GENES_PER_SLOT, KERNEL, MID, PW_A, PW_W, Genome
 from .search_space import SearchSpace
 
@@ -61,7 +63,7 @@ class Encoding:
         bit-width at its largest choice. Raises ValueError on rows that are not valid encodings."""
         x = np.atleast_2d(np.asarray(x))
         if x.shape[1] not in (self.dim, self.fp_dim):
-            raise ValueError(
+            raise InputError(
                 f"encoding has {x.shape[1]} features; '{self.space.name}' ({self.version}) expects "
                 f"{self.dim} (full) or {self.fp_dim} (FP part only)"
             )
@@ -78,18 +80,18 @@ class Encoding:
                 seg = x[:, self._offset[s, gene]: self._offset[s, gene] + self._length[s, gene]]
                 ones = seg.sum(axis=1)
                 if not np.all(np.isin(seg, (0, 1))) or np.any(ones > 1):
-                    raise ValueError(f"slot {s}: segment {gene} is not one-hot")
+                    raise InputError(f"slot {s}: segment {gene} is not one-hot")
                 present[:, s, gene] = ones == 1
                 genes[:, col] = np.where(ones == 1, seg.argmax(axis=1), 0)
         parts = FP_GENES if fp_only else tuple(range(GENES_PER_SLOT))
         active = present[:, :, parts[0]]
         if np.any(present[:, :, list(parts)] != active[:, :, None]):
-            raise ValueError("a slot is partly encoded: all its segments must be set, or none")
+            raise InputError("a slot is partly encoded: all its segments must be set, or none")
         for s, slot_ids in enumerate(self.space.stage_slots):
             depth = active[:, slot_ids].sum(axis=1)
             prefix = np.arange(len(slot_ids))[None, :] < depth[:, None]
             choices = self.space.stages[s].depth_choices
             if np.any(active[:, slot_ids] != prefix) or not np.all(np.isin(depth, choices)):
-                raise ValueError(f"stage {s}: active blocks must be a prefix with depth in {choices}")
+                raise InputError(f"stage {s}: active blocks must be a prefix with depth in {choices}")
             genes[:, s] = np.searchsorted(choices, depth)
         return genes

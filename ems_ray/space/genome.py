@@ -10,6 +10,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ems_ray.errors import InputError
+
 from .search_space import SearchSpace
 from .subnet import BlockConfig, SubnetConfig, validate_subnet
 
@@ -82,7 +84,7 @@ class Genome:
         genes = np.array(np.atleast_2d(genes), copy=True)
         for g, choices in zip((PW_W, PW_A, DW_W, DW_A), self.space.bits.as_tuple()):
             if bits not in choices:
-                raise ValueError(f"bits: {bits} not allowed; allowed values: {choices}")
+                raise InputError(f"bits: {bits} not allowed; allowed values: {choices}")
             genes[:, self.slot_columns(g)] = choices.index(bits)
         return genes
 

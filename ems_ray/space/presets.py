@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ems_ray.errors import InputError
+
 from .search_space import SearchSpace
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -16,7 +18,7 @@ def load_preset(name: str) -> SearchSpace:
     """The preset called `name`; a clear error lists the known presets."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown search-space preset '{name}'; allowed values: {preset_names()}")
+        raise InputError(f"unknown search-space preset '{name}'; allowed values: {preset_names()}")
     return SearchSpace.from_yaml(path)
 
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from ems_ray.errors import InputError
+
 from .yaml_model import YamlModel
 
 ALLOWED_KERNELS = (1, 3, 5, 7)
@@ -47,20 +49,20 @@ class StageSpec(_Frozen):
     @classmethod
     def _sorted_unique(cls, v: list[int]) -> list[int]:
         if not v:
-            raise ValueError("depth_choices must not be empty")
+            raise InputError("depth_choices must not be empty")
         if sorted(set(v)) != v:
-            raise ValueError(f"depth_choices must be strictly increasing, got {v}")
+            raise InputError(f"depth_choices must be strictly increasing, got {v}")
         return v
 
 
 def _check_bits(v: list[int], name: str) -> list[int]:
     if not v:
-        raise ValueError(f"{name} must not be empty")
+        raise InputError(f"{name} must not be empty")
     bad = [b for b in v if b not in ALLOWED_BITS]
     if bad:
-        raise ValueError(f"{name}: bit-widths {bad} not supported; allowed values: {list(ALLOWED_BITS)}")
+        raise InputError(f"{name}: bit-widths {bad} not supported; allowed values: {list(ALLOWED_BITS)}")
     if sorted(set(v)) != v:
-        raise ValueError(f"{name} must be strictly increasing, got {v}")
+        raise InputError(f"{name} must be strictly increasing, got {v}")
     return v
 
 
@@ -126,32 +128,32 @@ class SearchSpace(_Frozen):
     def _kernels(cls, v: list[int]) -> list[int]:
         bad = [k for k in v if k not in ALLOWED_KERNELS]
         if bad or not v:
-            raise ValueError(f"kernel_choices: {bad or v} not allowed; allowed values: {list(ALLOWED_KERNELS)}")
+            raise InputError(f"kernel_choices: {bad or v} not allowed; allowed values: {list(ALLOWED_KERNELS)}")
         if sorted(set(v)) != v:
-            raise ValueError(f"kernel_choices must be strictly increasing, got {v}")
+            raise InputError(f"kernel_choices must be strictly increasing, got {v}")
         return v
 
     @field_validator("fixed_bits")
     @classmethod
     def _fixed_bits(cls, v: int) -> int:
         if v not in ALLOWED_BITS:
-            raise ValueError(f"fixed_bits: {v} not supported; allowed values: {list(ALLOWED_BITS)}")
+            raise InputError(f"fixed_bits: {v} not supported; allowed values: {list(ALLOWED_BITS)}")
         return v
 
     @field_validator("stages")
     @classmethod
     def _stages(cls, v: list[StageSpec]) -> list[StageSpec]:
         if not v:
-            raise ValueError("stages must not be empty")
+            raise InputError("stages must not be empty")
         return v
 
     @model_validator(mode="after")
     def _ranges(self) -> SearchSpace:
         if self.expand_max < self.expand_min:
-            raise ValueError(f"expand_max ({self.expand_max}) must be >= expand_min ({self.expand_min})")
+            raise InputError(f"expand_max ({self.expand_max}) must be >= expand_min ({self.expand_min})")
         for slot in self.slots:
             if not slot.mid_choices:
-                raise ValueError(
+                raise InputError(
                     f"slot {slot.index}: no mid-channel choice between {self.expand_min}x and "
                     f"{self.expand_max}x of {slot.in_channels} in steps of {self.channel_step}"
                 )

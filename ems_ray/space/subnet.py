@@ -6,13 +6,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
+from ems_ray.errors import InputError
+
 from .yaml_model import YamlModel
 
 if TYPE_CHECKING:
     from .search_space import SearchSpace
 
 
-class InvalidSubnetError(ValueError):
+class InvalidSubnetError(InputError):
     """A sub-net config that its search space cannot produce; lists every problem found."""
 
     def __init__(self, space_name: str, problems: list[str]):

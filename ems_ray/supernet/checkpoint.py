@@ -9,12 +9,13 @@ import hashlib
 from pathlib import Path
 
 from ems_ray.artifacts import read_artifact, save_artifact
+from ems_ray.errors import InputError
 from ems_ray.space import SearchSpace
 
 SUPERNET_FORMAT = "ems-ray-supernet-v1"
 
 
-class SupernetFileError(ValueError):
+class SupernetFileError(InputError):
     """A super-network file that is missing, unreadable, or for another search space."""
 
 

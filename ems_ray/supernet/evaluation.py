@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ems_ray.errors import InputError
+
 
 def _device_of(model: nn.Module) -> torch.device:
     """Where the model's parameters live; CPU for parameter-free wrappers (e.g. ONNX runtimes)."""
@@ -62,5 +64,5 @@ def evaluate(model: nn.Module, loader: Iterable, max_batches: int | None = None)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
     if seen == 0:
-        raise ValueError("evaluate: the loader yielded no batches")
+        raise InputError("evaluate: the loader yielded no batches")
     return correct / seen, loss / seen

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ems_ray.errors import InputError
+
 
 def transform_key(big: int, small: int) -> str:
     return f"{big}to{small}"
@@ -41,7 +43,7 @@ class ElasticDepthwiseConv(nn.Module):
     def kernel_weight(self, kernel: int, channels: int | None = None) -> torch.Tensor:
         """(channels, 1, kernel, kernel) effective weight of a setting."""
         if kernel not in self.kernel_choices:
-            raise ValueError(f"kernel: {kernel} not allowed; allowed values: {self.kernel_choices}")
+            raise InputError(f"kernel: {kernel} not allowed; allowed values: {self.kernel_choices}")
         w = self.weight if channels is None or channels == self.max_channels else self.weight[:channels]
         size = self.max_kernel
         for small in reversed(self.kernel_choices[:-1]):
@@ -152,9 +154,9 @@ class ElasticMBBlock(nn.Module):
 
     def set_active(self, kernel: int, mid: int) -> None:
         if not 0 < mid <= self.max_mid:
-            raise ValueError(f"mid_channels: {mid} outside 1..{self.max_mid}")
+            raise InputError(f"mid_channels: {mid} outside 1..{self.max_mid}")
         if kernel not in self.dw.kernel_choices:
-            raise ValueError(f"kernel: {kernel} not allowed; allowed values: {self.dw.kernel_choices}")
+            raise InputError(f"kernel: {kernel} not allowed; allowed values: {self.dw.kernel_choices}")
         self.expand.active_out = mid
         self.dw.active_kernel = kernel
 

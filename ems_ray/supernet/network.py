@@ -6,6 +6,8 @@ head. `set_active` picks a sub-net (depth per stage, kernel and mid channels per
 """
 from __future__ import annotations
 
+from ems_ray.errors import InputError
+
 import copy
 from collections.abc import Collection
 from pathlib import Path
@@ -78,10 +80,10 @@ class ElasticSuperNet(nn.Module):
         else:
             row = np.asarray(subnet).reshape(-1)
             if row.shape[0] != self.genome.width:
-                raise ValueError(f"gene row has {row.shape[0]} entries, the space needs {self.genome.width}")
+                raise InputError(f"gene row has {row.shape[0]} entries, the space needs {self.genome.width}")
             if (row < 0).any() or (row >= self.genome.choice_counts).any():
                 bad = np.flatnonzero((row < 0) | (row >= self.genome.choice_counts)).tolist()
-                raise ValueError(f"gene row: columns {bad} out of range of their choice counts")
+                raise InputError(f"gene row: columns {bad} out of range of their choice counts")
         row = row.astype(np.int16)
         self._active_genes = row
         self.active_depths = [int(d) for d in self.genome.depths(row)[0]]
@@ -97,7 +99,7 @@ class ElasticSuperNet(nn.Module):
         """
         unknown = set(elastic) - set(ELASTIC_DIMENSIONS)
         if unknown:
-            raise ValueError(f"elastic: {sorted(unknown)} not allowed; allowed values: {list(ELASTIC_DIMENSIONS)}")
+            raise InputError(f"elastic: {sorted(unknown)} not allowed; allowed values: {list(ELASTIC_DIMENSIONS)}")
         row = self.genome.sample(rng, 1)[0]
         largest = self.genome.largest()[0]
         fixed = {"depth": np.arange(self.genome.n_stages), "kernel": self._kernel_cols, "mid": self._mid_cols}

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
+from ems_ray.errors import InputError
+
 STATE_FILE = "state.pt"
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(InputError, RuntimeError):
     """A checkpoint exists but cannot be read; nothing is overwritten so it can be inspected."""
 
 

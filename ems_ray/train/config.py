@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome
 from ems_ray.space.genome import KERNEL, MID
 
@@ -90,12 +91,12 @@ class SupernetTrainConfig(BaseModel):
     @classmethod
     def _phases(cls, v: list[PhaseConfig]) -> list[PhaseConfig]:
         if not v:
-            raise ValueError("phases must not be empty")
+            raise InputError("phases must not be empty")
         names = [p.name for p in v]
         if len(set(names)) != len(names):
-            raise ValueError(f"phase names must be unique, got {names}")
+            raise InputError(f"phase names must be unique, got {names}")
         if v[0].distill:
-            raise ValueError("phases[0] trains the teacher (the full network): set distill: false")
+            raise InputError("phases[0] trains the teacher (the full network): set distill: false")
         return v
 
     @property

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ems_ray.data import build_splits, make_loader
+from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace
 from ems_ray.supernet import ElasticSuperNet, evaluate, recalibrate_bn
 
@@ -141,7 +142,7 @@ def train_supernet(inputs: LoopInputs, session: TrainSession) -> dict:
     state = session.restore()
     if state is not None:
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r} is not {STATE_FORMAT!r}")
+            raise InputError(f"checkpoint format {state.get('format')!r} is not {STATE_FORMAT!r}")
         supernet.load_state_dict(state["model"])
         if state.get("teacher") is not None:
             teacher = _frozen_teacher(supernet, state["teacher"])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ems_ray.data import build_splits
+from ems_ray.errors import InputError
 from ems_ray.supernet.checkpoint import save_supernet
 
 from .checkpoints import LocalSession
@@ -39,7 +40,7 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
     fingerprint = schedule_fingerprint(cfg)
     marker = out / "schedule.json"
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
-        raise ValueError(
+        raise InputError(
             f"{out} holds a training run with a different space/data/schedule; "
             "use another run_dir, or delete that folder to start over"
         )
