@@ -101,7 +101,8 @@ def tune_rates(n_trials: int) -> None:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from ems_ray.search.compare import tune_loggers
-    from ems_ray.search.ray_tune import RandomSearcher, _trial_name, param_space, score_trainable
+    from ems_ray.search.tune import RandomSearcher, param_space, score_trainable
+    from ems_ray.search.tune.experiments import _trial_name
 
     os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # the default run gets Tune's default loggers
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

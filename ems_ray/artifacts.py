@@ -60,3 +60,10 @@ def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     update_sha256(h, path)
     return h.hexdigest()
+
+
+def json_digest(obj) -> str:
+    """sha256 (16 hex digits) of `obj` as sorted JSON: the fingerprint of settings and inputs."""
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

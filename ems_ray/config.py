@@ -11,11 +11,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ems_ray.collect.config import CollectConfig
-from ems_ray.data import DataConfig
+from ems_ray.data.config import DataConfig
+from ems_ray.dotted import set_dotted
 from ems_ray.errors import InputError
 from ems_ray.final.config import FinalConfig
 from ems_ray.predictor.config import PredictorConfig
-from ems_ray.quant.recipe import QuantRecipe
+from ems_ray.quant.config import QuantRecipe
 from ems_ray.search.config import SearchConfig
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.train.config import SupernetTrainConfig
@@ -89,11 +90,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None) -> RunConfi
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        set_dotted(data, key, value)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:

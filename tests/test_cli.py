@@ -121,3 +121,13 @@ def test_input_errors_stay_one_line_with_exit_2(monkeypatch, capsys):
     assert cli.main(["pipeline", "--config", "configs/fmnist-quick.yaml", "--debug"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "ems-ray: error: search.algorithm: 'x' not allowed; allowed values: ['evolution']"
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("seed.x=1", "seed.x: seed is 0, which has no 'x'"),
+    ("supernet.phases.9.epochs=1", "supernet.phases.9.epochs: supernet.phases is a list of"),
+])
+def test_set_errors_are_named_lines_not_tracebacks(pair, message, capsys):
+    assert main(["pipeline", "--config", "configs/fmnist-quick.yaml", "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -18,7 +18,7 @@ from ems_ray.hardware import build_lut
 from ems_ray.predictor import PredictorConfig, save_predictors, train_predictors, write_synthetic_collection
 from ems_ray.predictor import load_collected
 from ems_ray.search import (
-    Budget, CandidateScorer, EvolutionConfig, InfeasibleBudgetError, RestrictedEvolution, RestrictedGenome,
+    Budget, CandidateScorer, Evolution, EvolutionConfig, InfeasibleBudgetError, RestrictedGenome,
     SyntheticPredictor, column_groups, run_search_stage, within,
 )
 from ems_ray.space import Genome, load_preset
@@ -52,7 +52,7 @@ def test_column_groups_partition_the_row():
 def test_restricted_evolution_never_changes_frozen_columns_and_stays_within_budget():
     base = GENOME.largest(bits=6)[0]
     rg = RestrictedGenome(GENOME, base, ("depth", "kernel"))
-    evo = RestrictedEvolution(rg, EVO, lambda g: within(SCORER.costs(g), EASY), seed=1)
+    evo = Evolution(rg, EVO, lambda g: within(SCORER.costs(g), EASY), seed=1)
     asked = []
     while not evo.done:
         genes = evo.ask()
@@ -231,3 +231,14 @@ def test_measurements_run_as_ray_tasks(tiny_run, ray_local):
     got = {}
     measure_all(jobs, FinalResources(num_cpus=1), True, got.__setitem__)
     assert sorted(got) == [0, 1] and all(0 <= m["quant_test_accuracy"] <= 1 for m in got.values())
+
+
+def test_methods_come_from_one_registry():
+    """The config's allowed methods, the result keys and the report's markers all read FINAL_METHODS."""
+    from ems_ray.final.methods import FINAL_METHODS, METHODS
+    from ems_ray.report.stage import MARKERS
+
+    assert tuple(FINAL_METHODS) == METHODS == ("ems", "fixed8", "sequential", "no-transfer")
+    assert set(MARKERS) == set(FINAL_METHODS)
+    with pytest.raises(ValueError, match="fixed8"):  # pydantic lists the allowed values
+        FinalConfig(methods=["nope"])

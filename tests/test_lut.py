@@ -142,7 +142,7 @@ def test_parquet_round_trip(fmnist, tmp_path):
     for name, column in table.columns.items():
         assert np.array_equal(back.columns[name], column), name
     meta = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
-    assert meta["space_name"] == "fmnist-small" and meta["format_version"] == LUT_FORMAT_VERSION == 2
+    assert meta["space_name"] == "fmnist-small" and meta["format_version"] == LUT_FORMAT_VERSION == 3
     assert meta["hardware_hash"] == BitFusionConfig().config_hash()
     genes = Genome(space).sample(np.random.default_rng(4), 50)
     assert np.array_equal(back.score(genes)["latency_ms"], table.score(genes)["latency_ms"])

@@ -255,3 +255,33 @@ def test_a_killed_pipeline_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
         a, b = read_points(killed / part), read_points(clean.run_dir / part)
         assert a.column("sample_id").to_pylist() == b.column("sample_id").to_pylist()
         assert a.column("accuracy").to_pylist() == b.column("accuracy").to_pylist()
+
+
+def test_every_stage_output_is_a_path_of_the_run_layout(tmp_path):
+    """The stage table names its outputs through `RunLayout`: relative, inside the run directory."""
+    from ems_ray.pipeline import STAGES
+    from ems_ray.run_layout import RunLayout
+
+    cfg = _cfg(tmp_path, final={"budgets": ["latency=0.3ms", "bitops=2G"]})
+    layout = RunLayout.of(cfg)
+    outputs = {s.name: s.outputs(cfg) for s in STAGES}
+    assert outputs["supernet"] == [layout.relative(layout.supernet)] == ["supernet/supernet.pt"]
+    assert outputs["search"] == ["search/latency-0.3ms/best.yaml", "search/bitops-2G/best.yaml"]
+    assert outputs["lut"] == ["lut.parquet"] and outputs["report"] == ["report/report.md"]
+
+
+def test_every_stage_prices_with_the_one_run_lut(tmp_path):
+    """`run_cost_table` is the LUT of every stage: `search.lut` when set, else `<run_dir>/lut.parquet`,
+    built and saved on first use."""
+    from ems_ray.hardware import build_lut, run_cost_table
+
+    cfg = _cfg(tmp_path)
+    table = run_cost_table(cfg)
+    assert (tmp_path / "run" / "lut.parquet").is_file()
+    assert run_cost_table(cfg).metadata() == table.metadata()
+    other = build_lut(cfg.search_space()).save(tmp_path / "mine.parquet")
+    cfg2 = cfg.model_copy(update={"search": cfg.search.model_copy(update={"lut": other})})
+    assert run_cost_table(cfg2).metadata() == table.metadata()
+    cfg3 = cfg.model_copy(update={"search": cfg.search.model_copy(update={"lut": tmp_path / "none.parquet"})})
+    with pytest.raises(FileNotFoundError, match="search.lut: cost table not found"):
+        run_cost_table(cfg3)

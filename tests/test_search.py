@@ -137,7 +137,7 @@ def _drive(searcher, scorer, start: int = 0, stop_after: int | None = None, reve
 
 
 def test_searcher_matches_local_driver_and_resumes_from_save(table, scorer, budget, tmp_path):
-    from ems_ray.search.ray_tune import EvolutionSearcher
+    from ems_ray.search.tune import EvolutionSearcher
 
     local = run_local_evolution(scorer, budget, TINY, seed=5)
     whole = EvolutionSearcher(table, budget, TINY, seed=5)
@@ -159,7 +159,7 @@ def test_searcher_matches_local_driver_and_resumes_from_save(table, scorer, budg
 
 
 def test_errored_trials_count_as_worst(table, scorer, budget):
-    from ems_ray.search.ray_tune import EvolutionSearcher
+    from ems_ray.search.tune import EvolutionSearcher
 
     s = EvolutionSearcher(table, budget, TINY, seed=0)
     for i in range(8):

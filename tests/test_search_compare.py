@@ -47,7 +47,8 @@ def test_random_search_is_within_budget_and_deterministic_by_seed(scorer, budget
 def test_random_searcher_draws_the_local_sequence_one_per_trial_and_resumes(scorer, budget, tmp_path):
     from ray.tune.search import Searcher
 
-    from ems_ray.search.ray_tune import RandomSearcher, config_to_genes, gene_names
+    from ems_ray.search import gene_names
+    from ems_ray.search.tune import RandomSearcher, config_to_genes
 
     local = make_random_search(scorer, budget, samples=30, seed=4)
     local.batch = 7  # batches of 7 locally, one per trial under Tune: the sequence must not depend on it
@@ -84,7 +85,7 @@ def test_random_is_an_algorithm_of_the_config():
 
 # ----- the comparison config and files (no Ray) ----------------------------------------------------
 def test_compare_config_sizes_the_evolution_to_the_candidates(scorer, budget):
-    from ems_ray.search.ray_tune import make_searcher
+    from ems_ray.search.tune import make_searcher
 
     cfg = CompareConfig(candidates=40, population=8, parents=2)
     evo = cfg.evolution(EvolutionConfig(mutation_prob=0.3))
@@ -186,7 +187,7 @@ def test_compare_writes_every_file_with_equal_counts_within_budget(compared, bud
 
 
 def test_compare_random_search_under_tune_is_the_local_sequence(compared, scorer, budget):
-    from ems_ray.search.ray_tune import fit_tune, scored_trials
+    from ems_ray.search.tune import fit_tune, scored_trials
 
     _, out = compared
     results, ran = fit_tune(scorer, budget, "random", num_samples=8, storage=out / "tune", name="random")
@@ -235,7 +236,7 @@ def _interrupt_after(n: int):
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path):
-    from ems_ray.search.ray_tune import fit_tune, scored_trials
+    from ems_ray.search.tune import fit_tune, scored_trials
 
     tiny = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=4)  # 16 candidates
     evo = make_evolution(scorer, budget, tiny, seed=3)

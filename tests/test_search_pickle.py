@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from ems_ray.search import ALGORITHMS, EvolutionConfig, gene_names
-from ems_ray.search.ray_tune import METRIC, MODE, config_to_genes, make_searcher, param_space
+from ems_ray.search.tune import METRIC, MODE, config_to_genes, make_searcher, param_space
 
 TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=4)
 

@@ -14,7 +14,7 @@ TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, gener
 
 
 def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, tmp_path):
-    from ems_ray.search.ray_tune import run_tune_search
+    from ems_ray.search.tune import run_tune_search
 
     local = run_local_evolution(scorer, budget, TINY, seed=7)
     tuned = run_tune_search(scorer, budget, "evolution", TINY, seed=7, storage=tmp_path, name="evo")
@@ -25,7 +25,7 @@ def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, t
 
 @pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])
 def test_optuna_searchers_run_under_tune(ray_local, scorer, budget, tmp_path, algorithm):
-    from ems_ray.search.ray_tune import run_tune_search
+    from ems_ray.search.tune import run_tune_search
 
     result = run_tune_search(scorer, budget, algorithm, num_samples=5, seed=0, storage=tmp_path, name=algorithm)
     assert result.scored == 5
@@ -36,7 +36,7 @@ def test_optuna_searchers_run_under_tune(ray_local, scorer, budget, tmp_path, al
 
 
 def test_optuna_trials_carry_the_budget_as_constraints(scorer, budget):
-    from ems_ray.search.ray_tune import METRIC, MODE, config_to_genes, optuna_searcher, param_space
+    from ems_ray.search.tune import METRIC, MODE, config_to_genes, optuna_searcher, param_space
     from ems_ray.search import gene_names
 
     searcher = optuna_searcher("tpe", scorer.table, budget, seed=0)

@@ -97,3 +97,23 @@ def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
     with pytest.raises(CorruptCheckpointError, match="epoch-0000"):
         train_supernet(tiny_inputs(), LocalSession(root))
     assert (root / "epoch-0000" / "state.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_kernel_transforms_and_1d_parameters_are_not_weight_decayed():
+    """The super network declares its kernel-transform matrices (`no_weight_decay`); the optimizer
+    decays only conv and linear weights."""
+    from ems_ray.supernet import ElasticSuperNet
+    from ems_ray.train.config import SupernetTrainConfig
+    from ems_ray.train.progressive import _optimizer
+
+    net = ElasticSuperNet("fmnist-small")
+    declared = net.no_weight_decay()
+    assert declared and all(".dw.transforms." in name for name in declared)
+    cfg = SupernetTrainConfig.model_validate({"phases": [{"name": "full", "epochs": 1, "lr": 0.1, "distill": False}]})
+    decayed, free = _optimizer(net, cfg, 0.1).param_groups
+    assert decayed["weight_decay"] == cfg.weight_decay > 0 and free["weight_decay"] == 0.0
+    params = dict(net.named_parameters())
+    free_ids = {id(p) for p in free["params"]}
+    assert all(id(params[name]) in free_ids for name in declared)
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights only
+    assert any(p.ndim == 4 for p in decayed["params"])

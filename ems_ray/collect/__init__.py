@@ -8,16 +8,13 @@
 
 The Ray layer (`actor_pool.EvaluationActorPool`) is imported only when collection runs on Ray.
 """
-from .config import KINDS, ActorResources, CollectConfig
-from .plan import FP_BITS, PLAN_VERSION, PlannedSamples, SamplingPlan
-from .schema import COLLECT_FORMAT, COLLECT_SCHEMA, to_table
-from .shards import CollectError, CorruptShardError, ShardStore, dedupe, read_points
-from .stage import CollectSummary, collect_folder, file_sha256, run_collect_stage
-from .worker import EvaluationWorker, WorkerSpec, choose_device
+from ems_ray._lazy import lazy_exports
 
-__all__ = [
-    "COLLECT_FORMAT", "COLLECT_SCHEMA", "FP_BITS", "KINDS", "PLAN_VERSION", "ActorResources", "CollectConfig",
-    "CollectError", "CollectSummary", "CorruptShardError", "EvaluationWorker", "PlannedSamples", "SamplingPlan",
-    "ShardStore", "WorkerSpec", "choose_device", "collect_folder", "dedupe", "file_sha256", "read_points",
-    "run_collect_stage", "to_table",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".config": ("KINDS", "ActorResources", "CollectConfig"),
+    ".plan": ("FP_BITS", "PLAN_VERSION", "PlannedSamples", "SamplingPlan"),
+    ".schema": ("COLLECT_FORMAT", "COLLECT_SCHEMA", "to_table"),
+    ".shards": ("CollectError", "CorruptShardError", "ShardStore", "dedupe", "read_points"),
+    ".stage": ("CollectSummary", "collect_folder", "file_sha256", "run_collect_stage"),
+    ".worker": ("EvaluationWorker", "WorkerSpec", "choose_device"),
+})

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from ems_ray.errors import InputError
-from ems_ray.quant.recipe import QuantRecipe
+from ems_ray.quant.config import QuantRecipe
 
 Kind = Literal["fp", "quant"]
 KINDS: tuple[str, ...] = ("fp", "quant")

@@ -48,9 +48,6 @@ class PlannedSamples:
     def select(self, mask_or_index: np.ndarray) -> PlannedSamples:
         return PlannedSamples(*(getattr(self, f)[mask_or_index] for f in _FIELDS))
 
-    def batches(self, size: int) -> list[PlannedSamples]:
-        return [self.select(np.arange(i, min(i + size, len(self)))) for i in range(0, len(self), size)]
-
 
 _FIELDS = ("sample_id", "scheme", "arch_id", "genes", "seed")
 

@@ -18,7 +18,8 @@ import pyarrow as pa
 from ems_ray.artifacts import file_sha256
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
-from ems_ray.hardware import build_lut
+from ems_ray.hardware import run_cost_table
+from ems_ray.run_layout import RunLayout
 from ems_ray.space import ENCODING_VERSION
 from ems_ray.supernet.checkpoint import load_supernet
 
@@ -48,7 +49,7 @@ class CollectSummary:
 
 
 def collect_folder(cfg: RunConfig, kind: str) -> Path:
-    return Path(cfg.run_dir) / "collect" / kind
+    return RunLayout.of(cfg).collected(kind)
 
 
 class Progress:
@@ -89,7 +90,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     space = cfg.search_space()
     store = ShardStore(collect_folder(cfg, kind))
     store.prepare()
-    path = Path(supernet_path or Path(cfg.run_dir) / "supernet" / "supernet.pt")
+    path = Path(supernet_path or RunLayout.of(cfg).supernet)
     supernet = load_supernet(path, space)  # missing / unreadable / other space: SupernetFileError
     sha = file_sha256(path)
     splits = build_splits(cfg.data)  # missing data fails here, not in every actor
@@ -109,7 +110,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     t0 = time.monotonic()
     lost = 0
     if len(todo):
-        batches = _batches(todo, build_lut(space).score(todo.genes), cc.points_per_shard)
+        batches = _batches(todo, run_cost_table(cfg).score(todo.genes), cc.points_per_shard)
 
         def write(columns: dict) -> None:
             table = to_table(columns)

@@ -20,7 +20,6 @@ from ems_ray.quant.recipe import QuantRecipe, quantize_subnet
 from ems_ray.space import ENCODING_VERSION, Genome, SearchSpace
 from ems_ray.supernet import ElasticSuperNet, evaluate, recalibrate_bn
 
-from .schema import to_table
 
 HARDWARE_COLUMNS = ("latency_ms", "energy_mj", "bitops", "macs")
 
@@ -120,7 +119,3 @@ class EvaluationWorker:
             "wall_seconds": wall, "device": [self.device.type] * n, "node": [self.node] * n,
             "worker": [self.worker] * n,
         }
-
-    def table(self, batch: dict):
-        """`__call__` as a pyarrow table in `COLLECT_SCHEMA`."""
-        return to_table(self(batch))

@@ -4,13 +4,11 @@ each quantized by its policy, fine-tuned and measured on the test split.
 
     out = run_final_stage(cfg)          # <run_dir>/final/<budget>/<method>.json, summary.csv
 """
-from ._choose import fixed_bits_search, read_search_result, scaled, sequential_search
-from ._measure import measure_all, measure_subnet
-from .config import FIXED_BITS, METHODS, FinalConfig, FinalResources, SequentialConfig
-from .stage import FINAL_DIR, SUMMARY_COLUMNS, no_transfer_predictor, run_final_stage, write_summary
+from ems_ray._lazy import lazy_exports
 
-__all__ = [
-    "FINAL_DIR", "FIXED_BITS", "METHODS", "SUMMARY_COLUMNS", "FinalConfig", "FinalResources", "SequentialConfig",
-    "fixed_bits_search", "measure_all", "measure_subnet", "no_transfer_predictor", "read_search_result",
-    "run_final_stage", "scaled", "sequential_search", "write_summary",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "._choose": ("fixed_bits_search", "read_search_result", "scaled", "sequential_search"),
+    "._measure": ("measure_all", "measure_subnet"),
+    ".config": ("FIXED_BITS", "METHODS", "FinalConfig", "FinalResources", "SequentialConfig"),
+    ".stage": ("FINAL_DIR", "SUMMARY_COLUMNS", "no_transfer_predictor", "run_final_stage", "write_summary"),
+})

@@ -8,34 +8,32 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from ems_ray.data import DataConfig
-from ems_ray.quant.recipe import QuantRecipe
+from ems_ray.quant.config import QuantRecipe
 from ems_ray.space import SubnetConfig
 
 from .config import FinalResources
 
 
 def measure_subnet(supernet_path: Path, subnet: SubnetConfig, recipe: QuantRecipe, data: DataConfig, seed: int,
-                   threads: int | None = None) -> dict[str, float]:
+                   threads: int | None = None, gpu_ids: Sequence[int] = ()) -> dict[str, float]:
     """Extract `subnet`, quantize it by its own bits, calibrate and fine-tune on the train split
-    (`recipe`), and evaluate float and quantized accuracy on the **test** split."""
+    (`recipe`), and evaluate float and quantized accuracy on the **test** split. `gpu_ids`: the
+    GPUs this call may use (the Ray task passes the ones Ray assigned); none: the CPU."""
     import torch
 
+    from ems_ray.collect.worker import choose_device
     from ems_ray.data import build_splits, make_loader
     from ems_ray.quant import quantize_subnet
     from ems_ray.supernet.checkpoint import load_supernet
 
-    import ray
-
-    from ems_ray.collect import choose_device
-
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    # a GPU that Ray assigned is used; none usable falls back to the CPU and says so
-    device, note = choose_device("auto", ray.get_gpu_ids() if ray.is_initialized() else [])
+    # an assigned GPU is used; none usable falls back to the CPU and says so
+    device, note = choose_device("auto", list(gpu_ids))
     if note:
         print(f"[final] {note}")
     supernet = load_supernet(Path(supernet_path)).to(device)
@@ -62,7 +60,10 @@ def measure_all(jobs: Iterable[tuple[str, dict]], resources: FinalResources, use
         return
     import ray
 
-    task = ray.remote(measure_subnet).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
+    def measure_on_ray(**kwargs) -> dict[str, float]:
+        return measure_subnet(**kwargs, gpu_ids=ray.get_gpu_ids())
+
+    task = ray.remote(measure_on_ray).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
     pending = {task.remote(**kwargs, threads=resources.num_cpus): key for key, kwargs in jobs}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

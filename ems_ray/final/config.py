@@ -14,11 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from ems_ray.errors import InputError
-from ems_ray.quant.recipe import QuantRecipe
+from ems_ray.quant.config import QuantRecipe
 from ems_ray.search.config import Budget
 
-Method = Literal["ems", "fixed8", "sequential", "no-transfer"]
-METHODS: tuple[str, ...] = ("ems", "fixed8", "sequential", "no-transfer")
+from .methods import METHODS
+
+Method = Literal[METHODS]  # type: ignore[valid-type] - the registry's names, validated by pydantic
 FIXED_BITS = 8
 
 

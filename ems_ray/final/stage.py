@@ -9,36 +9,33 @@
 """
 from __future__ import annotations
 
-from ems_ray.errors import InputError
-
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ems_ray.artifacts import file_sha256, write_atomic
+from ems_ray.artifacts import file_sha256, json_digest, write_atomic
+from ems_ray.errors import InputError
+from ems_ray.hardware import run_cost_table
+from ems_ray.run_layout import RunLayout
 from ems_ray.search import Budget, CandidateScorer, InfeasibleBudgetError, SearchResult, check_feasible
 from ems_ray.space import Genome
 
-from ._choose import fixed_bits_search, read_search_result, sequential_search
 from ._measure import measure_all
+from .methods import FINAL_METHODS
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
+    from ems_ray.hardware import CostTable
     from ems_ray.predictor import AccuracyPredictor
     from ems_ray.space import SearchSpace
 
-FINAL_DIR = "final"
+FINAL_DIR = RunLayout(Path(".")).final_dir.name
 NO_TRANSFER_DIR = "predictor-no-transfer"
 SUMMARY_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "predicted_accuracy_quant",
                    "quant_test_accuracy", "fp_test_accuracy", "latency_ms", "energy_mj", "bitops", "macs",
                    "search_seconds", "measure_seconds", "genes")
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredictor) -> tuple[AccuracyPredictor, Path]:
@@ -49,8 +46,9 @@ def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredic
     from ems_ray.predictor.stage import stage_fingerprint
 
     pc = cfg.predictor.model_copy(update={"transfer": False})
-    out = Path(cfg.run_dir) / FINAL_DIR / NO_TRANSFER_DIR
-    data = load_collected(pc.data_dir or Path(cfg.run_dir) / "collect", space, pc.quant_scheme)
+    layout = RunLayout.of(cfg)
+    out = layout.final_dir / NO_TRANSFER_DIR
+    data = load_collected(pc.data_dir or layout.collect_dir, space, pc.quant_scheme)
     fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
     metrics = out / "metrics.json"
     if not (metrics.is_file() and (out / "quant.pt").is_file()
@@ -67,27 +65,27 @@ def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredic
 class _Inputs:
     """What a run's final results depend on, loaded once: LUT, predictors, super network, hashes."""
 
-    def __init__(self, cfg: RunConfig, use_no_transfer: bool):
+    def __init__(self, cfg: RunConfig, table: CostTable, use_no_transfer: bool):
         from ems_ray.predictor import load_run_predictors
-        from ems_ray.search.stage import load_cost_table
-        from ems_ray.supernet.checkpoint import read_supernet_file, space_fingerprint
+        from ems_ray.space import space_fingerprint
+        from ems_ray.supernet.checkpoint import read_supernet_file
 
+        layout = RunLayout.of(cfg)
         self.cfg = cfg
         self.space = cfg.search_space()
-        self.table = load_cost_table(cfg)
-        self.supernet_path = Path(cfg.run_dir) / "supernet" / "supernet.pt"
+        self.table = table
+        self.supernet_path = layout.supernet
         blob = read_supernet_file(self.supernet_path)  # fails clearly before any search
         if blob["space_fingerprint"] != space_fingerprint(self.space):
             raise InputError(f"{self.supernet_path} was trained for another search space than '{self.space.name}'")
         self.supernet_sha256 = file_sha256(self.supernet_path)
         fp, quant = load_run_predictors(cfg.run_dir, self.space)
         if quant is None:
-            raise FileNotFoundError(f"final: {cfg.run_dir}/predictor/quant.pt does not exist; the joint search and "
+            raise FileNotFoundError(f"final: {layout.predictor('quant')} does not exist; the joint search and "
                                     "the baselines need the quantization-aware predictor (ems-ray train-predictor)")
-        pdir = Path(cfg.run_dir) / "predictor"
         self.fp = CandidateScorer(fp, self.table)
         self.quant = CandidateScorer(quant, self.table)
-        self.hashes = {"fp": file_sha256(pdir / "fp.pt"), "quant": file_sha256(pdir / "quant.pt")}
+        self.hashes = {kind: file_sha256(layout.predictor(kind)) for kind in ("fp", "quant")}
         self.no_transfer: CandidateScorer | None = None
         if use_no_transfer:
             predictor, path = no_transfer_predictor(cfg, self.space, fp)
@@ -97,36 +95,14 @@ class _Inputs:
 
     def key(self, method: str, budget: Budget) -> dict:
         """The inputs a (budget, method) result was computed from; a result is reused only when equal."""
-        cfg = self.cfg
-        predictors = {"ems": ("quant",), "fixed8": ("quant",), "sequential": ("fp", "quant"),
-                      "no-transfer": ("no-transfer",)}[method]
-        key = {"supernet_sha256": self.supernet_sha256, "predictors": {p: self.hashes[p] for p in predictors},
-               "lut": _digest(self.table.metadata()), "budget": budget.describe(), "seed": cfg.seed,
-               "recipe": self.recipe.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-               "evolution": cfg.search.evolution.model_dump(mode="json")}
-        if method == "sequential":
-            key["sequential"] = cfg.final.sequential.model_dump(mode="json")
-        return key
+        cfg, entry = self.cfg, FINAL_METHODS[method]
+        return {"supernet_sha256": self.supernet_sha256, "predictors": {p: self.hashes[p] for p in entry.predictors},
+                "lut": json_digest(self.table.metadata()), "budget": budget.describe(), "seed": cfg.seed,
+                "recipe": self.recipe.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
+                "evolution": cfg.search.evolution.model_dump(mode="json"), **entry.settings(cfg)}
 
     def choose(self, method: str, budget: Budget) -> SearchResult:
-        cfg = self.cfg
-        evo, seed = cfg.search.evolution, cfg.seed
-        if method == "ems":
-            from ems_ray.search import run_search_stage
-            from ems_ray.search.stage import SEARCH_DIR
-
-            reused = read_search_result(Path(cfg.run_dir) / SEARCH_DIR / budget.slug(), self.quant, budget,
-                                        cfg.search.algorithm)
-            return reused or run_search_stage(cfg, budget, scorer=self.quant)[0]
-        if method == "fixed8":
-            return fixed_bits_search(self.quant, budget, evo, seed)
-        if method == "sequential":
-            return sequential_search(self.fp, self.quant, budget, cfg.final.sequential, evo, seed)
-        from ems_ray.search import run_local_evolution
-
-        result = run_local_evolution(self.no_transfer, budget, evo, seed, check=False)
-        result.algorithm = "no-transfer"
-        return result
+        return FINAL_METHODS[method].choose(self, budget)
 
 
 def _record(method: str, budget: Budget, key: dict, result: SearchResult, inputs: _Inputs) -> dict:
@@ -197,13 +173,11 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
     space = cfg.search_space()
     if "sequential" in fc.methods:
         fc.sequential.check_space(space.bits.as_tuple())
-    from ems_ray.search.stage import load_cost_table
-
-    table = load_cost_table(cfg)
+    table = run_cost_table(cfg, save=False)  # an infeasible budget fails before anything is written
     for budget in budgets:
         check_feasible(table, budget)
-    inputs = _Inputs(cfg, use_no_transfer="no-transfer" in fc.methods)
-    out = Path(cfg.run_dir) / FINAL_DIR
+    inputs = _Inputs(cfg, table, use_no_transfer="no-transfer" in fc.methods)
+    out = RunLayout.of(cfg).final_dir
     _write_run_info(out, inputs)
 
     records: dict[tuple[str, str], dict] = {}

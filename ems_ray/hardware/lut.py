@@ -7,7 +7,6 @@ few numpy gathers rather than 100k Python walks.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -17,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ems_ray.errors import InputError
-from ems_ray.space import Genome, SearchSpace, resolve_space
+from ems_ray.space import Genome, SearchSpace, resolve_space, space_fingerprint
 from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
 
 from .bitfusion import BitFusionModel, LayerCost
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
 # v2: priced with partial-sum loads and the simulator-faithful depthwise mapping (BitFusionConfig's
 # load_partial_sums / depthwise_* fields); v1 tables hold the previous model's numbers.
-LUT_FORMAT_VERSION = 2
+LUT_FORMAT_VERSION = 3  # 3: the space hash is `space_fingerprint`
 METADATA_KEY = b"ems_ray.cost_table"
 SHAPE_COLUMNS = ("kind", "in_channels", "out_channels", "kernel", "stride", "in_h", "in_w")
 COST_COLUMNS = ("latency_ms", "energy_mj", "macs", "cycles", "compute_cycles", "dram_bits")
@@ -47,8 +46,8 @@ class CostTableError(InputError):
 
 
 def space_hash(space: SearchSpace) -> str:
-    """Stable hash of every field of a search space; a LUT is valid only for the space it hashes."""
-    return hashlib.sha256(space.model_dump_json().encode()).hexdigest()[:16]
+    """The space's fingerprint; a LUT is valid only for the space it was built for."""
+    return space_fingerprint(space)
 
 
 class CostTable:
@@ -295,3 +294,25 @@ def _pairs(w_choices: list[int], a_choices: list[int]):
 def _py(value):
     """numpy scalar -> Python scalar (ConvLayer validation wants real ints)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def run_cost_table(cfg, save: bool = True) -> CostTable:
+    """The cost table a run prices every sub-net with, obtained this one way by every stage (search,
+    collection, export, final, the pipeline's preflight): `search.lut` when given (it must exist),
+    else `<run_dir>/lut.parquet`, built and saved there on first use so that later stages read the
+    same table (`save=False`: checks that must write nothing)."""
+    from ems_ray.run_layout import RunLayout
+
+    space = cfg.search_space()
+    if cfg.search.lut:
+        path = Path(cfg.search.lut)
+        if not path.is_file():
+            raise FileNotFoundError(f"search.lut: cost table not found: {path}")
+        return CostTable.load(path, space)
+    path = RunLayout.of(cfg).lut
+    if path.is_file():
+        return CostTable.load(path, space)
+    table = build_lut(space)
+    if save:
+        table.save(path)
+    return table

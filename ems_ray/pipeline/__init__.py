@@ -5,10 +5,11 @@
 Stages (`stages.STAGES`): lut, supernet, collect-fp, collect-quant, predictor, search, final,
 compare, report. Each is the same function its own `ems-ray` sub-command calls.
 """
-from .manifest import MANIFEST_FILE, Manifest, ManifestError, StageRecord, path_digest
-from .outcome import print_outcome
-from .runner import preflight, run_pipeline, select_stages, stage_fingerprint
-from .stages import STAGE_NAMES, STAGES, Stage, run_budgets
+from ems_ray._lazy import lazy_exports
 
-__all__ = ["MANIFEST_FILE", "Manifest", "ManifestError", "STAGES", "STAGE_NAMES", "Stage", "StageRecord", "path_digest",
-           "preflight", "print_outcome", "run_budgets", "run_pipeline", "select_stages", "stage_fingerprint"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".manifest": ("MANIFEST_FILE", "Manifest", "ManifestError", "StageRecord", "path_digest"),
+    ".outcome": ("print_outcome",),
+    ".runner": ("preflight", "run_pipeline", "select_stages", "stage_fingerprint"),
+    ".stages": ("STAGE_NAMES", "STAGES", "Stage", "run_budgets"),
+})

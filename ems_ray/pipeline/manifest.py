@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ems_ray.artifacts import update_sha256, write_atomic
 from ems_ray.errors import InputError
+from ems_ray.run_layout import RunLayout
 
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = RunLayout(Path(".")).manifest.name
 FORMAT = "ems-ray-manifest-v1"
 
 
@@ -63,7 +64,7 @@ class Manifest:
     """The run's stage records, saved atomically after every change."""
 
     def __init__(self, run_dir: str | Path, config_name: str):
-        self.path = Path(run_dir) / MANIFEST_FILE
+        self.path = RunLayout(run_dir).manifest
         self.config_name = config_name
         self.stages: dict[str, StageRecord] = {}
         if self.path.is_file():

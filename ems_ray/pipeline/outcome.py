@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ems_ray.run_layout import RunLayout
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -24,10 +25,10 @@ def _cell(value: str) -> str:
 
 
 def print_outcome(cfg: RunConfig, manifest: Manifest) -> None:
-    run_dir = Path(cfg.run_dir)
+    layout = RunLayout.of(cfg)
     times = ", ".join(f"{r.name} {r.seconds:.0f}s" for r in manifest.stages.values() if r.seconds is not None)
     print(f"[pipeline] stage times (last attempt): {times}")
-    summary = run_dir / "final" / "summary.csv"
+    summary = layout.final_summary
     if summary.is_file():
         with summary.open() as f:
             rows = list(csv.DictReader(f))
@@ -36,6 +37,6 @@ def print_outcome(cfg: RunConfig, manifest: Manifest) -> None:
         print("  " + "  ".join(f"{c:>18s}" for c in columns))
         for row in rows:
             print("  " + "  ".join(f"{_cell(row[c]):>18s}" for c in columns))
-    report = run_dir / "report" / "report.md"
+    report = layout.report
     if report.is_file():
         print(f"[pipeline] report: {report}")

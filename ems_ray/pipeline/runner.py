@@ -7,8 +7,6 @@ and inputs and its outputs are unchanged; otherwise it is called, and resumes fr
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,10 +14,12 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from ems_ray.artifacts import json_digest
 from ems_ray.errors import InputError
+from ems_ray.run_layout import RunLayout
 
 from .manifest import Manifest, path_digest
-from .stages import LUT_FILE, STAGES, Stage, run_budgets
+from .stages import STAGES, Stage, run_budgets
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -28,7 +28,7 @@ def preflight(cfg: RunConfig) -> None:
     """Fail before any work on missing data, no budget or an infeasible one (naming the cheapest
     cost the space allows)."""
     from ems_ray.data import build_splits
-    from ems_ray.hardware import CostTable, build_lut
+    from ems_ray.hardware import run_cost_table
     from ems_ray.search import check_feasible
 
     budgets = run_budgets(cfg)
@@ -36,8 +36,7 @@ def preflight(cfg: RunConfig) -> None:
         raise InputError("final.budgets: the pipeline needs at least one budget (e.g. [latency=0.5ms]); "
                          "or set search.budget")
     space = cfg.search_space()
-    lut = Path(cfg.run_dir) / LUT_FILE
-    table = CostTable.load(lut, space) if lut.is_file() else build_lut(space)
+    table = run_cost_table(cfg, save=False)  # nothing is written before the checks pass
     for budget in budgets:
         check_feasible(table, budget)
     if "sequential" in cfg.final.methods:
@@ -51,8 +50,7 @@ def stage_fingerprint(stage: Stage, cfg: RunConfig, stages: Sequence[Stage] = ST
     run_dir = Path(cfg.run_dir)
     by_name = {s.name: s for s in stages}
     inputs = {p: path_digest(run_dir / p) for dep in stage.after for p in by_name[dep].outputs(cfg)}
-    blob = json.dumps({"settings": stage.settings(cfg), "inputs": inputs}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16], inputs
+    return json_digest({"settings": stage.settings(cfg), "inputs": inputs}), inputs
 
 
 def select_stages(only: Iterable[str] | None, stages: Sequence[Stage] = STAGES) -> list[Stage]:
@@ -77,7 +75,7 @@ def run_pipeline(cfg: RunConfig, only: Iterable[str] | None = None, force: bool 
     preflight(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    RunLayout.of(cfg).config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     manifest = Manifest(run_dir, cfg.name)
     t0 = time.perf_counter()
     session = contextlib.nullcontext()

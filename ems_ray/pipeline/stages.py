@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ems_ray.run_layout import RunLayout
 from ems_ray.search.config import Budget
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
-
-LUT_FILE = "lut.parquet"
-
 
 def run_budgets(cfg: RunConfig) -> list[Budget]:
     """The budgets a run searches and measures: `final.budgets`, else `search.budget`."""
@@ -34,9 +32,6 @@ class Stage:
     outputs: Callable[[RunConfig], list[str]]
     after: tuple[str, ...] = ()  # stages whose outputs are this stage's inputs
 
-    def describe(self) -> str:
-        return f"{self.name} (after {', '.join(self.after)})" if self.after else self.name
-
 
 def _dump(model) -> dict:
     return model.model_dump(mode="json")
@@ -50,7 +45,7 @@ def _run_lut(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.hardware import build_lut
 
     table = build_lut(cfg.search_space())
-    table.save(Path(cfg.run_dir) / LUT_FILE)
+    table.save(RunLayout.of(cfg).lut)
     print(table.summary())
 
 
@@ -95,9 +90,10 @@ def _run_predictor(cfg: RunConfig, use_ray: bool) -> None:
 
 
 def _run_search(cfg: RunConfig, use_ray: bool) -> None:
-    from ems_ray.search.stage import load_cost_table, load_scorer, run_search_stage
+    from ems_ray.hardware import run_cost_table
+    from ems_ray.search.stage import load_scorer, run_search_stage
 
-    scorer = load_scorer(cfg, load_cost_table(cfg))  # loaded once for every budget
+    scorer = load_scorer(cfg, run_cost_table(cfg))  # loaded once for every budget
     for budget in run_budgets(cfg):
         result, out = run_search_stage(cfg, budget, scorer=scorer)
         print(f"[search] {budget.describe()}: predicted accuracy {result.scores['accuracy']:.4f} "
@@ -122,30 +118,34 @@ def _run_report(cfg: RunConfig, use_ray: bool) -> None:
     run_report_stage(cfg)
 
 
-def _search_outputs(cfg: RunConfig) -> list[str]:
-    return [f"search/{b.slug()}/best.yaml" for b in run_budgets(cfg)]
+def _outputs(paths: Callable[[RunLayout, RunConfig], list[Path]]) -> Callable[[RunConfig], list[str]]:
+    """A stage's outputs as the manifest records them: relative to the run directory."""
+    def outputs(cfg: RunConfig) -> list[str]:
+        layout = RunLayout.of(cfg)
+        return [layout.relative(p) for p in paths(layout, cfg)]
+    return outputs
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("lut", _run_lut, lambda cfg: {"space": cfg.space}, lambda cfg: [LUT_FILE]),
-    Stage("supernet", _run_supernet, _supernet_settings,
-          lambda cfg: ["supernet/supernet.pt"]),
-    Stage("collect-fp", _collect("fp"), _collect_settings("fp"), lambda cfg: ["collect/fp"], ("supernet",)),
-    Stage("collect-quant", _collect("quant"), _collect_settings("quant"), lambda cfg: ["collect/quant"],
+    Stage("lut", _run_lut, lambda cfg: {"space": cfg.space}, _outputs(lambda run, cfg: [run.lut])),
+    Stage("supernet", _run_supernet, _supernet_settings, _outputs(lambda run, cfg: [run.supernet])),
+    Stage("collect-fp", _collect("fp"), _collect_settings("fp"), _outputs(lambda run, cfg: [run.collected("fp")]),
           ("supernet",)),
+    Stage("collect-quant", _collect("quant"), _collect_settings("quant"),
+          _outputs(lambda run, cfg: [run.collected("quant")]), ("supernet",)),
     Stage("predictor", _run_predictor,
           lambda cfg: {"seed": cfg.seed, "predictor": cfg.predictor.model_dump(mode="json", exclude={"threads"})},
-          lambda cfg: ["predictor/fp.pt", "predictor/quant.pt"], ("collect-fp", "collect-quant")),
+          _outputs(lambda run, cfg: [run.predictor("fp"), run.predictor("quant")]), ("collect-fp", "collect-quant")),
     Stage("search", _run_search,
           lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budgets": [b.describe() for b in run_budgets(cfg)]},
-          _search_outputs, ("lut", "predictor")),
+          _outputs(lambda run, cfg: [run.search(b) / "best.yaml" for b in run_budgets(cfg)]), ("lut", "predictor")),
     Stage("final", _run_final,
           lambda cfg: {**_common(cfg), "final": _dump(cfg.final), "quant": _dump(cfg.quant)},
-          lambda cfg: ["final/summary.csv"], ("supernet", "predictor", "search")),
+          _outputs(lambda run, cfg: [run.final_summary]), ("supernet", "predictor", "search")),
     Stage("compare", _run_compare,
           lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budget": run_budgets(cfg)[0].describe()},
-          lambda cfg: [f"compare/{run_budgets(cfg)[0].slug()}/summary.csv"], ("lut", "predictor")),
-    Stage("report", _run_report, lambda cfg: {"name": cfg.name}, lambda cfg: ["report/report.md"],
+          _outputs(lambda run, cfg: [run.compare(run_budgets(cfg)[0]) / "summary.csv"]), ("lut", "predictor")),
+    Stage("report", _run_report, lambda cfg: {"name": cfg.name}, _outputs(lambda run, cfg: [run.report]),
           ("final", "compare")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

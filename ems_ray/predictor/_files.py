@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,9 +16,12 @@ import torch
 from ems_ray.artifacts import read_artifact, save_artifact
 from ems_ray.errors import InputError
 from ems_ray.space import ENCODING_VERSION, Encoding, SearchSpace, resolve_space
-from ems_ray.supernet.checkpoint import space_fingerprint
+from ems_ray.space import space_fingerprint
 
 from ._model import MLPPredictor
+
+if TYPE_CHECKING:
+    from ._training import TrainedPredictors
 
 PREDICTOR_FORMAT = "ems-ray-predictor-v1"
 KINDS = ("fp", "quant")
@@ -142,3 +146,20 @@ def load_predictor(path: str | Path, space: SearchSpace | str | Path | None = No
     model.load_state_dict(state)
     extra = {k: v for k, v in meta.items() if k != "space_yaml"}
     return AccuracyPredictor(model, saved_space, meta["kind"], extra).to(device)
+
+
+PREDICTOR_FILES = ("fp.pt", "quant.pt", "metrics.json")  # what a predictor folder holds
+
+
+def save_predictors(trained: TrainedPredictors, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """Write fp.pt, quant.pt (if trained) and metrics.json into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trained.fp.save(out_dir / "fp.pt")
+    if trained.quant is not None:
+        trained.quant.save(out_dir / "quant.pt")
+    else:
+        (out_dir / "quant.pt").unlink(missing_ok=True)
+    summary = {"metrics": trained.metrics(), **(extra or {})}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return out_dir

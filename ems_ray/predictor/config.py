@@ -2,15 +2,14 @@
 Ray Tune search over their hyper-parameters (the `predictor:` section of a run config)."""
 from __future__ import annotations
 
-from ems_ray.errors import InputError
-
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
-
+from ems_ray.dotted import set_dotted
+from ems_ray.errors import InputError
 
 class PhaseTrainConfig(BaseModel):
     """One training phase (FP pre-training or quantization-aware fine-tuning).
@@ -145,7 +144,7 @@ class PredictorConfig(BaseModel):
 
 def apply_overrides(base: dict, overrides: dict) -> dict:
     """Copy of `base` with dotted-key (or nested-dict) overrides; unknown keys raise KeyError."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    out = copy.deepcopy(base)
     flat: dict[str, Any] = {}
 
     def _flatten(prefix: str, d: dict) -> None:
@@ -158,14 +157,8 @@ def apply_overrides(base: dict, overrides: dict) -> dict:
 
     _flatten("", overrides)
     for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            if not isinstance(node.get(p), dict):
-                raise KeyError(f"unknown predictor setting '{key}'")
-            node[p] = dict(node[p])
-            node = node[p]
-        if leaf not in node:
-            raise KeyError(f"unknown predictor setting '{key}'")
-        node[leaf] = value
+        try:
+            set_dotted(out, key, value, create=False)
+        except InputError:
+            raise KeyError(f"unknown predictor setting '{key}'") from None
     return out

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ems_ray.dotted import set_dotted
 from ems_ray.space import SearchSpace
 
 from ._training import train_predictors
@@ -35,7 +36,7 @@ def predictor_trainable(config: dict, *, data: CollectedData, base: dict, space_
     """Function trainable; `config` holds the searched settings (nested `predictor` keys)."""
     from ray import tune
 
-    from .stage import save_predictors
+    from ._files import save_predictors
 
     pc = PredictorConfig.model_validate(apply_overrides(base, config))
     space = SearchSpace.from_yaml(space_yaml)
@@ -85,11 +86,7 @@ def param_space(config: PredictorConfig) -> dict:
     """Tune's nested parameter space from the dotted keys of `config.tune.space`."""
     out: dict[str, Any] = {}
     for key, dim in config.tune.space.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = _distribution(dim)
+        set_dotted(out, key, _distribution(dim))
     return out
 
 

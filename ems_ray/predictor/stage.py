@@ -6,55 +6,40 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ems_ray.artifacts import json_digest
+from ems_ray.run_layout import RunLayout
+
 from ._data import CollectedData, load_collected
-from ._files import AccuracyPredictor, load_predictor
-from ._training import TrainedPredictors, train_predictors
+from ._files import PREDICTOR_FILES, AccuracyPredictor, load_predictor, save_predictors
+from ._training import train_predictors
 from .config import PredictorConfig
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
     from ems_ray.space import SearchSpace
 
-PREDICTOR_DIR = "predictor"
-FILES = ("fp.pt", "quant.pt", "metrics.json")
-
-
-def save_predictors(trained: TrainedPredictors, out_dir: str | Path, extra: dict | None = None) -> Path:
-    """Write fp.pt, quant.pt (if trained) and metrics.json into `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trained.fp.save(out_dir / "fp.pt")
-    if trained.quant is not None:
-        trained.quant.save(out_dir / "quant.pt")
-    else:
-        (out_dir / "quant.pt").unlink(missing_ok=True)
-    summary = {"metrics": trained.metrics(), **(extra or {})}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-    return out_dir
-
-
 def load_run_predictors(run_dir: str | Path, space: SearchSpace | None = None
                         ) -> tuple[AccuracyPredictor, AccuracyPredictor | None]:
     """(fp, quant or None) predictors of a run, checked against `space` when given."""
-    out = Path(run_dir) / PREDICTOR_DIR
-    quant = out / "quant.pt"
-    return load_predictor(out / "fp.pt", space, "fp"), (load_predictor(quant, space, "quant") if quant.is_file() else None)
+    layout = RunLayout(run_dir)
+    quant = layout.predictor("quant")
+    return (load_predictor(layout.predictor("fp"), space, "fp"),
+            load_predictor(quant, space, "quant") if quant.is_file() else None)
 
 
 def stage_fingerprint(data: CollectedData, config: PredictorConfig, space: SearchSpace, seed: int) -> str:
     """What makes two predictor runs the same (data rows, settings, space, seed)."""
-    from ems_ray.supernet.checkpoint import space_fingerprint
+    from ems_ray.space import space_fingerprint
 
     keep = {"data": data.fingerprint(), "space": space_fingerprint(space), "seed": seed,
             "config": config.model_dump(mode="json", exclude={"data_dir", "device", "threads"})}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(keep)
 
 
 def _log_epoch(every: int):
@@ -76,12 +61,13 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
 
     pc = cfg.predictor
     space = cfg.search_space()
-    out = Path(cfg.run_dir) / PREDICTOR_DIR
-    data = load_collected(pc.data_dir or Path(cfg.run_dir) / "collect", space, pc.quant_scheme)
+    layout = RunLayout.of(cfg)
+    out = layout.predictor_dir
+    data = load_collected(pc.data_dir or layout.collect_dir, space, pc.quant_scheme)
     for note in data.notes:
         print(f"[predictor] note: {note}")
     fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
-    metrics_file = out / "metrics.json"
+    metrics_file = layout.predictor_metrics
     if not force and metrics_file.is_file() and json.loads(metrics_file.read_text()).get("fingerprint") == fingerprint:
         print(f"[predictor] {out} is up to date with the collected data: stage already done")
         return out
@@ -104,7 +90,7 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
             # named by the fingerprint: re-running resumes an interrupted search of the same data and
             # settings, while new data or settings start a fresh one
             best = tune_predictors(data, pc, space, cfg.seed, storage=out / "tune", name=f"{cfg.name}-{fingerprint}")
-        for f in FILES:
+        for f in PREDICTOR_FILES:
             (out / f).unlink(missing_ok=True)
             if (best.checkpoint_dir / f).is_file():
                 shutil.copyfile(best.checkpoint_dir / f, out / f)

@@ -8,22 +8,21 @@ policies, calibration, quantization-aware fine-tuning, and ONNX (QDQ) export.
     export_quantized(qnet, cfg, policy, "runs/x/export", cost=lut)     # model.onnx + model.json
     load_exported("runs/x/export")                                     # ONNX Runtime, same outputs
 """
-from ._calibration import calibrate, quantization_disabled
-from ._export import (
-    EXPORT_FORMAT, ExportedFiles, ExportedModel, ExportError, export_quantized, load_exported, qdq_node_counts,
-)
-from ._finetune import FinetuneResult, distillation_loss, evaluate_quantized, quantization_aware_finetune
-from ._modules import NotCalibratedError, QuantConv2d, QuantLayerMixin, QuantLinear, quant_layers
-from ._policy import BlockBits, QuantPolicy, QuantPolicyError, apply_policy
-from .recipe import QuantizedResult, QuantRecipe, quantize_subnet
-from ._quantizers import (
-    MAX_BITS, MIN_BITS, choose_range, fake_quantize, kl_range, magnitude_histogram, max_abs_range, quant_levels,
-)
+from ems_ray._lazy import lazy_exports
 
-__all__ = [
-    "EXPORT_FORMAT", "MAX_BITS", "MIN_BITS", "BlockBits", "ExportError", "ExportedFiles", "ExportedModel",
-    "FinetuneResult", "NotCalibratedError", "QuantConv2d", "QuantLayerMixin", "QuantLinear", "QuantPolicy",
-    "QuantPolicyError", "apply_policy", "calibrate", "choose_range", "distillation_loss", "evaluate_quantized",
-    "export_quantized", "fake_quantize", "kl_range", "load_exported", "magnitude_histogram", "max_abs_range",
-    "QuantRecipe", "QuantizedResult", "qdq_node_counts", "quant_layers", "quant_levels", "quantize_subnet", "quantization_aware_finetune", "quantization_disabled",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "._calibration": ("calibrate", "quantization_disabled"),
+    "._export": (
+        "EXPORT_FORMAT", "ExportedFiles", "ExportedModel", "ExportError", "export_quantized", "load_exported",
+        "qdq_node_counts",
+    ),
+    "._finetune": ("FinetuneResult", "distillation_loss", "evaluate_quantized", "quantization_aware_finetune"),
+    "._modules": ("NotCalibratedError", "QuantConv2d", "QuantLayerMixin", "QuantLinear", "quant_layers"),
+    "._policy": ("BlockBits", "QuantPolicy", "QuantPolicyError", "apply_policy"),
+    ".config": ("QuantRecipe",),
+    ".recipe": ("QuantizedResult", "quantize_subnet"),
+    "._quantizers": (
+        "MAX_BITS", "MIN_BITS", "choose_range", "fake_quantize", "kl_range", "magnitude_histogram", "max_abs_range",
+        "quant_levels",
+    ),
+})

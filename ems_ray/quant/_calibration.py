@@ -10,14 +10,14 @@ again from the current weights.
 """
 from __future__ import annotations
 
-from ems_ray.errors import InputError
-
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 
 import torch
 import torch.nn as nn
+
+from ems_ray.errors import InputError
 
 from ._modules import QuantLayerMixin, quant_layers
 from ._quantizers import DEFAULT_BINS, DEFAULT_CANDIDATES, TINY_RANGE, kl_range, magnitude_histogram

@@ -17,12 +17,12 @@ than the max-abs range.
 """
 from __future__ import annotations
 
-from ems_ray.errors import InputError
-
 import torch
 # Registers torch.ops.quantized_decomposed (used by `quantize_dequantize`); it must be loaded before
 # an ONNX export starts, when the exporter builds its table of known ops.
 from torch.ao.quantization.fx import _decomposed  # noqa: F401
+
+from ems_ray.errors import InputError
 
 MIN_BITS, MAX_BITS = 2, 8
 DEFAULT_BINS = 2048

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from ems_ray.space import SubnetConfig, validate_subnet
@@ -18,19 +17,7 @@ from ems_ray.supernet import ElasticSuperNet, evaluate, recalibrate_bn
 from ._calibration import calibrate
 from ._finetune import evaluate_quantized, quantization_aware_finetune
 from ._policy import QuantPolicy, apply_policy
-
-
-class QuantRecipe(BaseModel):
-    """How a policy is measured: calibration, a short distilled fine-tune, BN-aware evaluation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    calib_batches: PositiveInt = 8
-    finetune_steps: int = Field(100, ge=0)
-    finetune_lr: float = Field(0.005, gt=0)
-    distill: bool = Field(True, description="distil from the float sub-net while fine-tuning")
-    bn_batches: PositiveInt = 8
-    val_batches: int | None = Field(None, ge=1, description="limit evaluation batches (None: all)")
+from .config import QuantRecipe
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
     run_report_stage(cfg)    # <run_dir>/report/report.md, accuracy_latency.png, searchers_<budget>.png
 """
-from .stage import REPORT_DIR, build_report, run_report_stage
+from ems_ray._lazy import lazy_exports
 
-__all__ = ["REPORT_DIR", "build_report", "run_report_stage"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".stage": ("REPORT_DIR", "build_report", "run_report_stage"),
+})

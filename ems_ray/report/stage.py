@@ -18,11 +18,14 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ems_ray.final.methods import FINAL_METHODS
+from ems_ray.run_layout import RunLayout
+
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
 
-REPORT_DIR = "report"
-MARKERS = {"ems": "o", "fixed8": "s", "sequential": "^", "no-transfer": "D"}
+REPORT_DIR = RunLayout(Path(".")).report_dir.name
+MARKERS = {name: method.marker for name, method in FINAL_METHODS.items()}
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -149,7 +152,7 @@ def _compare_section(run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
 
 
 def _timings_section(run_dir: Path) -> list[str]:
-    path = run_dir / "manifest.json"
+    path = RunLayout(run_dir).manifest
     if not path.is_file():
         return []
     try:
@@ -163,13 +166,14 @@ def _timings_section(run_dir: Path) -> list[str]:
 def build_report(run_dir: Path, config_name: str) -> Path:
     """Write `<run_dir>/report/` from the run's files; returns the report.md path."""
     run_dir = Path(run_dir)
-    summary = run_dir / "final" / "summary.csv"
+    layout = RunLayout(run_dir)
+    summary = layout.final_summary
     if not summary.is_file():
         raise FileNotFoundError(f"report: {summary} not found; run the final stage first (run_final_stage)")
-    out = run_dir / REPORT_DIR
+    out = layout.report_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = read_csv(summary)
-    info_path = run_dir / "final" / "run.json"
+    info_path = layout.final_info
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     data = info.get("data", {})
     sha = str(info.get("supernet_sha256", "?"))[:16]

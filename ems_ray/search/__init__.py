@@ -13,25 +13,21 @@ random search (`RandomSearch`, `run_local_random`, `RandomSearcher`) and Optuna 
 A run's stages: `run_search_stage(cfg, budget)` (`ems-ray search`) and `run_compare_stage(cfg,
 budget)` (`ems-ray compare-searchers`: all four at the same number of scored candidates).
 """
-from ._evolution import Evolution
-from ._local import SearchResult, make_evolution, make_random_search, run_local_evolution, run_local_random
-from ._random import RandomSearch
-from ._restricted import (
-    COLUMN_GROUPS, RestrictedEvolution, RestrictedGenome, column_groups, columns_of, run_restricted_evolution,
-)
-from ._scoring import (
-    CandidateScorer, InfeasibleBudgetError, SyntheticPredictor, check_feasible, cheapest_costs, format_cost, gene_names,
-    pareto_front, within,
-)
-from .config import ALGORITHMS, Budget, CompareConfig, EvolutionConfig, SearchConfig
-from .compare import run_compare_stage
-from .stage import run_search_stage, save_result
+from ems_ray._lazy import lazy_exports
 
-__all__ = [
-    "Budget", "CandidateScorer", "Evolution", "EvolutionConfig", "InfeasibleBudgetError", "SearchConfig",
-    "SearchResult", "SyntheticPredictor", "check_feasible", "cheapest_costs", "format_cost", "gene_names", "make_evolution",
-    "run_local_evolution", "run_search_stage", "save_result", "within",
-    "ALGORITHMS", "CompareConfig", "RandomSearch", "make_random_search", "pareto_front", "run_compare_stage",
-    "run_local_random",
-    "COLUMN_GROUPS", "RestrictedEvolution", "RestrictedGenome", "column_groups", "columns_of", "run_restricted_evolution",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "._evolution": ("Evolution",),
+    "._local": ("SearchResult", "make_evolution", "make_random_search", "run_local_evolution", "run_local_random"),
+    "._random": ("RandomSearch",),
+    "._restricted": (
+        "COLUMN_GROUPS", "RestrictedGenome", "column_groups", "columns_of",
+        "run_restricted_evolution",
+    ),
+    "._scoring": (
+        "CandidateScorer", "InfeasibleBudgetError", "SyntheticPredictor", "check_feasible", "cheapest_costs",
+        "format_cost", "gene_names", "pareto_front", "within",
+    ),
+    ".config": ("ALGORITHMS", "Budget", "CompareConfig", "EvolutionConfig", "SearchConfig"),
+    ".compare": ("run_compare_stage",),
+    ".stage": ("run_search_stage", "save_result"),
+})

@@ -92,7 +92,7 @@ class Evolution:
         return np.concatenate([mutated, crossed])
 
     def _sample(self, k: int) -> np.ndarray:
-        return sample_candidates(self.genome, self.rng, k)
+        return self.genome.sample_spread(self.rng, k)  # through the genome: a restriction applies
 
     def _fill(self, n: int, propose: Callable[[int], np.ndarray], what: str) -> np.ndarray:
         return fill_feasible(n, propose, self.feasible, self.config.max_resample_rounds, what, self.genome.width)
@@ -115,16 +115,6 @@ class Evolution:
         self.population, self.fitness = state["population"].copy(), state["fitness"].copy()
         self.pending = None if state["pending"] is None else state["pending"].copy()
         self.history, self.scored = list(state["history"]), state["scored"]
-
-
-def sample_candidates(genome: Genome, rng: np.random.Generator, k: int) -> np.ndarray:
-    """Random rows for an initial population (and for random search): half uniform, half with each
-    gene set to its smallest choice (fewest blocks, smallest kernel and width, fewest bits) with a
-    per-row probability drawn from U(0, 1). Under a tight budget almost no uniform row fits (0.2% of
-    `apq-imagenet` rows are under 8.5 ms); the shrunk half spans the sizes between."""
-    rows = genome.sample(rng, k)
-    shrink = rng.random((k, 1)) * (np.arange(k) % 2 == 1)[:, None]
-    return np.where(rng.random(rows.shape) < shrink, 0, rows).astype(np.int16)
 
 
 def fill_feasible(n: int, propose: Callable[[int], np.ndarray], feasible: Callable[[np.ndarray], np.ndarray],

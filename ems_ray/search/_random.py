@@ -5,8 +5,8 @@
         genes = rs.ask()                  # the next batch, every row within the budget
         rs.tell(scorer.accuracy(genes))
 
-Candidates come from the Evolution's own initial-population sampler (`sample_candidates`: half
-uniform rows, half shrunk towards the smallest choices) with over-budget rows rejected before
+Candidates come from the genome's `sample_spread`, the evolution's initial-population sampler
+(half uniform rows, half shrunk towards the smallest choices) with over-budget rows rejected before
 scoring, so random search is exactly the evolution without mutation and crossover, and a tight
 budget that uniform rows almost never meet still yields candidates. Rows are drawn in fixed blocks
 of `block` from one seeded Generator, so the sequence of candidates depends only on the seed and
@@ -23,7 +23,7 @@ import numpy as np
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
-from ._evolution import fill_feasible, sample_candidates
+from ._evolution import fill_feasible
 
 
 class RandomSearch:
@@ -59,7 +59,7 @@ class RandomSearch:
         """The next (at most) `n` candidates of this seed's sequence, never more than `samples` in all."""
         n = max(0, min(n, self.samples - self.drawn))
         while len(self._buffer) < n:
-            block = fill_feasible(self.block, lambda k: sample_candidates(self.genome, self.rng, k), self.feasible,
+            block = fill_feasible(self.block, lambda k: self.genome.sample_spread(self.rng, k), self.feasible,
                                   self.max_resample_rounds, "random search", self.genome.width)
             self._buffer = np.concatenate([self._buffer, block])
         rows, self._buffer = self._buffer[:n], self._buffer[n:]

@@ -3,8 +3,10 @@
 The sequential baseline (architecture, then pruning, then bits) and the fixed-precision baseline
 search the same space as the joint search with some decisions already taken. Rather than copy the
 evolution, `RestrictedGenome` wraps a `Genome` and writes the frozen columns from `base` after
-every sample/mutate/crossover, and `RestrictedEvolution` does the same to the initial population,
-so the budget test (`feasible`) always sees the rows that will be scored:
+every sample/sample_spread/mutate/crossover. Every searcher proposes rows only through the genome
+it is given, so any of them (`Evolution`, `RandomSearch`, their Tune searchers) searches the
+restricted space unchanged, and the budget test (`feasible`) always sees the rows that will be
+scored:
 
     rg = RestrictedGenome(Genome(space), base=genome.largest(bits=8), free=("depth", "kernel", "mid"))
     result = run_restricted_evolution(scorer, rg, budget, EvolutionConfig(), seed=0)
@@ -20,7 +22,7 @@ import numpy as np
 
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
-from ems_ray.space.genome import DW_A, DW_W, GENES_PER_SLOT, KERNEL, MID, PW_A, PW_W
+from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
 
 from ._evolution import Evolution
 from ._local import SearchResult, drive
@@ -84,6 +86,9 @@ class RestrictedGenome:
     def crossover(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.freeze(self.genome.crossover(a, b, rng))
 
+    def sample_spread(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.freeze(self.genome.sample_spread(rng, n))
+
     def cheapest(self, table, budget: Budget) -> np.ndarray:
         """The row of the restricted space with the smallest sum of cost/limit over `budget`'s limits.
 
@@ -102,25 +107,9 @@ class RestrictedGenome:
             return sum(costs[k].astype(np.float64) / v for k, v in limits.items())
 
         for slot in np.flatnonzero(g.active(row)[0]):
-            slot_cols = g.n_stages + GENES_PER_SLOT * slot + np.arange(GENES_PER_SLOT)
-            cols = np.intersect1d(slot_cols, self.free)
-            if not len(cols):
-                continue
-            combos = np.indices(g.choice_counts[cols]).reshape(len(cols), -1).T
-            rows = np.repeat(row, len(combos), axis=0)
-            rows[:, cols] = combos
+            rows = g.slot_variants(row, slot, self.free)
             row = rows[[int(np.argmin(weight(table.score(rows))))]]
         return row[0]
-
-
-class RestrictedEvolution(Evolution):
-    """`Evolution` over a `RestrictedGenome`: the initial population (whose shrinking writes zeros
-    into every column) is frozen too, before the budget test."""
-
-    genome: RestrictedGenome
-
-    def _sample(self, k: int) -> np.ndarray:
-        return self.genome.freeze(super()._sample(k))
 
 
 def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, budget: Budget,
@@ -137,7 +126,7 @@ def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, 
         shown = ", ".join(f"{k}={float(costs[k][0]):.4g}" for k in COST_KEYS if k in budget.limits())
         raise InfeasibleBudgetError(f"no sub-net with only {list(genome.free_groups)} free fits budget "
                                     f"{budget.describe()}: the cheapest has {shown}")
-    evo = RestrictedEvolution(genome, config, lambda genes: within(scorer.costs(genes), budget), seed)
+    evo = Evolution(genome, config, lambda genes: within(scorer.costs(genes), budget), seed)
     result = drive(algorithm, evo, scorer, budget)
     result.extra["free"] = list(genome.free_groups)
     return result

@@ -98,11 +98,7 @@ def cheapest_costs(table: CostTable) -> dict[str, float]:
     total = {k: float(base_costs[k][0]) for k in COST_KEYS}
     active = genome.active(base)[0]
     for slot in np.flatnonzero(active):
-        cols = genome.n_stages + GENES_PER_SLOT * slot + np.arange(GENES_PER_SLOT)
-        combos = np.indices(genome.choice_counts[cols]).reshape(GENES_PER_SLOT, -1).T
-        rows = np.repeat(base, len(combos), axis=0)
-        rows[:, cols] = combos
-        costs = table.score(rows)
+        costs = table.score(genome.slot_variants(base, slot))
         for k in COST_KEYS:
             total[k] += float(costs[k].min() - base_costs[k][0])
     return total

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ems_ray.errors import InputError
+from ems_ray.run_layout import RunLayout
 from ems_ray.space import Genome
 
 from ._scoring import CandidateScorer, pareto_front, within
@@ -41,7 +42,6 @@ from .config import Budget, CompareConfig, EvolutionConfig
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
 
-COMPARE_DIR = "compare"
 SUMMARY_COLUMNS = ("algorithm", "scored", "best_accuracy", "latency_ms", "energy_mj", "bitops", "seconds",
                    "trials_per_s")
 CURVE_COLUMNS = ("algorithm", "scored", "best_accuracy")
@@ -201,7 +201,7 @@ def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareCo
     An experiment already in `out_dir/tune` is resumed, or reused as it is when complete (logged,
     and its wall time read back); one that holds another number of candidates is an error rather
     than a silently mixed comparison."""
-    from .ray_tune import fit_tune, scored_trials
+    from .tune import fit_tune, scored_trials
 
     out = Path(out_dir)
     evolution = config.evolution(evolution or EvolutionConfig())
@@ -240,7 +240,7 @@ def run_compare_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer
     from .stage import prepare_search
 
     budget, scorer = prepare_search(cfg, budget, scorer)
-    out = Path(cfg.run_dir) / COMPARE_DIR / budget.slug()
+    out = RunLayout.of(cfg).compare(budget)
     sc = cfg.search
     with ray_session(cfg.ray):
         compare_searchers(scorer, budget, sc.compare, out, sc.evolution, cfg.seed, sc.max_concurrent)

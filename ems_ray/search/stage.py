@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ems_ray.errors import InputError
+from ems_ray.run_layout import RunLayout
 
 from ._local import SearchResult, run_local_evolution, run_local_random
 from ._scoring import CandidateScorer, check_feasible
@@ -19,30 +20,16 @@ if TYPE_CHECKING:
     from ems_ray.config import RunConfig
     from ems_ray.hardware import CostTable
 
-SEARCH_DIR = "search"
-
-
-def load_cost_table(cfg: RunConfig) -> CostTable:
-    """`search.lut` when given, else `<run_dir>/lut.parquet` when present, else built (seconds)."""
-    from ems_ray.hardware import CostTable, build_lut
-
-    space = cfg.search_space()
-    path = Path(cfg.search.lut) if cfg.search.lut else Path(cfg.run_dir) / "lut.parquet"
-    if path.is_file():
-        return CostTable.load(path, space)
-    if cfg.search.lut:
-        raise FileNotFoundError(f"search.lut: cost table not found: {path}")
-    return build_lut(space)
-
-
 def load_scorer(cfg: RunConfig, table: CostTable | None = None) -> CandidateScorer:
+    from ems_ray.hardware import run_cost_table
     from ems_ray.predictor import load_run_predictors
 
-    table = table or load_cost_table(cfg)
+    table = table or run_cost_table(cfg)
     fp, quant = load_run_predictors(cfg.run_dir, table.space)
     which = cfg.search.predictor
     if which == "quant" and quant is None:
-        raise FileNotFoundError(f"search.predictor is 'quant' but {cfg.run_dir}/predictor/quant.pt does not exist")
+        raise FileNotFoundError(f"search.predictor is 'quant' but {RunLayout.of(cfg).predictor('quant')} "
+                                "does not exist")
     return CandidateScorer(fp if which == "fp" or quant is None else quant, table)
 
 
@@ -64,7 +51,9 @@ def prepare_search(cfg: RunConfig, budget: Budget | str | None, scorer: Candidat
     if budget is None:
         raise InputError("no budget: pass --budget latency=...ms (or energy=...mJ, bitops=...G) or set search.budget")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
-    table = scorer.table if scorer is not None else load_cost_table(cfg)
+    from ems_ray.hardware import run_cost_table
+
+    table = scorer.table if scorer is not None else run_cost_table(cfg)
     check_feasible(table, budget)
     return budget, scorer or load_scorer(cfg, table)
 
@@ -74,7 +63,7 @@ def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer:
     """Search the run's space under `budget` (default `search.budget`) and save the best sub-net."""
     sc = cfg.search
     budget, scorer = prepare_search(cfg, budget, scorer)
-    out = Path(cfg.run_dir) / SEARCH_DIR / budget.slug()
+    out = RunLayout.of(cfg).search(budget)
     if sc.mode == "local" and sc.algorithm == "evolution":
         result = run_local_evolution(scorer, budget, sc.evolution, cfg.seed, check=False)
     elif sc.mode == "local" and sc.algorithm == "random":
@@ -83,7 +72,7 @@ def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer:
     else:
         from ems_ray.ray_session import ray_session
 
-        from .ray_tune import run_tune_search
+        from .tune import run_tune_search
 
         with ray_session(cfg.ray):
             result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, cfg.seed,

@@ -83,9 +83,6 @@ class BitChoices(_Frozen):
         return (self.pw_w, self.pw_a, self.dw_w, self.dw_a)
 
 
-BIT_FIELDS = ("pw_w", "pw_a", "dw_w", "dw_a")
-
-
 class BlockSlot(_Frozen):
     """A searchable block position, with the shapes that follow from the space."""
 

@@ -1,13 +1,11 @@
 """Elastic super network (OFA style): elastic layers, the network, extraction, BN recalibration."""
-from .evaluation import evaluate, recalibrate_bn
-from .layers import (
-    ClassifierHead, ConvBNAct, ElasticBatchNorm2d, ElasticDepthwiseConv, ElasticMBBlock, ElasticPointwiseConv,
-    FirstBlock, MBBlock,
-)
-from .network import ELASTIC_DIMENSIONS, ElasticSuperNet, StaticSubNet, uses_channels_last
+from ems_ray._lazy import lazy_exports
 
-__all__ = [
-    "ELASTIC_DIMENSIONS", "ClassifierHead", "ConvBNAct", "ElasticBatchNorm2d", "ElasticDepthwiseConv",
-    "ElasticMBBlock", "ElasticPointwiseConv", "ElasticSuperNet", "FirstBlock", "MBBlock", "StaticSubNet",
-    "evaluate", "recalibrate_bn", "uses_channels_last",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".evaluation": ("evaluate", "recalibrate_bn"),
+    ".layers": (
+        "ClassifierHead", "ConvBNAct", "ElasticBatchNorm2d", "ElasticDepthwiseConv", "ElasticMBBlock",
+        "ElasticPointwiseConv", "FirstBlock", "MBBlock",
+    ),
+    ".network": ("ELASTIC_DIMENSIONS", "ElasticSuperNet", "StaticSubNet", "uses_channels_last"),
+})

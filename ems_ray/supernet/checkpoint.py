@@ -5,22 +5,17 @@ clearly instead of with a state-dict shape error.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ems_ray.artifacts import read_artifact, save_artifact
 from ems_ray.errors import InputError
-from ems_ray.space import SearchSpace
+from ems_ray.space import SearchSpace, space_fingerprint
 
 SUPERNET_FORMAT = "ems-ray-supernet-v1"
 
 
 class SupernetFileError(InputError):
     """A super-network file that is missing, unreadable, or for another search space."""
-
-
-def space_fingerprint(space: SearchSpace) -> str:
-    return hashlib.sha256(space.to_yaml().encode()).hexdigest()[:16]
 
 
 def save_supernet(path: Path, space: SearchSpace, state_dict: dict, metadata: dict | None = None) -> Path:

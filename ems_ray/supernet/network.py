@@ -6,8 +6,6 @@ head. `set_active` picks a sub-net (depth per stage, kernel and mid channels per
 """
 from __future__ import annotations
 
-from ems_ray.errors import InputError
-
 import copy
 from collections.abc import Collection
 from pathlib import Path
@@ -16,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace, SubnetConfig, resolve_space, validate_subnet
 from ems_ray.space.genome import KERNEL, MID
 
-from .layers import ClassifierHead, ConvBNAct, ElasticMBBlock, FirstBlock, MBBlock
+from .layers import ClassifierHead, ConvBNAct, ElasticDepthwiseConv, ElasticMBBlock, FirstBlock, MBBlock
 
 ELASTIC_DIMENSIONS = ("kernel", "depth", "mid")
 
@@ -73,6 +72,12 @@ class ElasticSuperNet(nn.Module):
         self.set_active(self.genome.largest()[0])
 
     # ----- choosing the sub-net ---------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that weight decay must not pull towards zero: the kernel-transform
+        matrices, initialised to identity (decay would shrink the small kernels towards nothing)."""
+        return {f"{name}.transforms.{key}" for name, module in self.named_modules()
+                if isinstance(module, ElasticDepthwiseConv) for key in module.transforms}
+
     def set_active(self, subnet: SubnetConfig | np.ndarray) -> None:
         """Activate a sub-net given as a `SubnetConfig` or a `Genome` gene row (bits ignored)."""
         if isinstance(subnet, SubnetConfig):

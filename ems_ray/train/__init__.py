@@ -1,7 +1,8 @@
 """Progressive-shrinking super-network training: a pure PyTorch loop and its Ray Train adapter."""
-from .config import EvalConfig, PhaseConfig, SupernetTrainConfig
-from .progressive import LoopInputs, TrainSession, train_supernet
-from .stage import run_supernet_stage
+from ems_ray._lazy import lazy_exports
 
-__all__ = ["EvalConfig", "LoopInputs", "PhaseConfig", "SupernetTrainConfig", "TrainSession",
-           "run_supernet_stage", "train_supernet"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".config": ("EvalConfig", "PhaseConfig", "SupernetTrainConfig"),
+    ".progressive": ("LoopInputs", "TrainSession", "train_supernet"),
+    ".stage": ("run_supernet_stage",),
+})

@@ -110,9 +110,12 @@ def validate(supernet: ElasticSuperNet, nets: dict[str, np.ndarray], bn_loader, 
 
 
 def _optimizer(model: nn.Module, cfg: SupernetTrainConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD with weight decay on the conv and linear weights only: not on BN scales and biases (1-d),
+    nor on what the model declares in `no_weight_decay()` (timm's convention)."""
+    declared = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or "kernel_transform" in name else decay).append(p)
+        (no_decay if p.ndim <= 1 or name in declared else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 

@@ -1,13 +1,14 @@
 """The super-network stage of a run: train (or resume) into `<run_dir>/supernet/`."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ems_ray.artifacts import json_digest
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
+from ems_ray.run_layout import RunLayout
 from ems_ray.supernet.checkpoint import save_supernet
 
 from .checkpoints import LocalSession
@@ -16,29 +17,26 @@ from .progressive import LoopInputs, train_supernet
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
 
-SUPERNET_FILE = "supernet.pt"
-
-
 def schedule_fingerprint(cfg: RunConfig) -> str:
     """What makes two runs the same training run (resources may change between resumes)."""
     keep = {"space": cfg.search_space().model_dump(mode="json"), "seed": cfg.seed,
             "data": cfg.data.model_dump(mode="json"),
             "train": cfg.supernet.model_dump(mode="json", exclude={"workers", "use_gpu", "cpus_per_worker",
                                                                    "max_failures", "threads_per_worker"})}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(keep)
 
 
 def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
     """Train the super network unless `<run_dir>/supernet/supernet.pt` already exists."""
-    out = Path(cfg.run_dir) / "supernet"
-    final = out / SUPERNET_FILE
+    layout = RunLayout.of(cfg)
+    out, final = layout.supernet_dir, layout.supernet
     if final.is_file():
         print(f"[train] {final} exists: stage already done")
         return final
     space = cfg.search_space()
     build_splits(cfg.data)  # fail on missing data before any worker starts
     fingerprint = schedule_fingerprint(cfg)
-    marker = out / "schedule.json"
+    marker = layout.supernet_schedule
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
         raise InputError(
             f"{out} holds a training run with a different space/data/schedule; "
@@ -47,7 +45,7 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
     inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed)
-    checkpoints = LocalSession(out / "checkpoints")
+    checkpoints = LocalSession(layout.supernet_checkpoints)
     state = checkpoints.restore()
     if state is not None and state["epoch"] == cfg.supernet.total_epochs - 1:
         print(f"[train] the last epoch's checkpoint exists: writing {final} from it")
@@ -57,10 +55,10 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
         from .ray_trainer import fit_on_ray
 
         with ray_session(cfg.ray):
-            state = fit_on_ray(inputs, storage=out / "ray", mirror=(out / "checkpoints").resolve())
+            state = fit_on_ray(inputs, storage=layout.supernet_ray, mirror=layout.supernet_checkpoints.resolve())
     else:
         state = train_supernet(inputs, checkpoints)
-    (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+    layout.supernet_history.write_text(json.dumps(state["history"], indent=1))
     save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1]})
     print(f"[train] wrote {final}")
     return final

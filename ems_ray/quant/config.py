@@ -1,0 +1,18 @@
+"""Configuration of how a quantization policy is measured (the run config's `quant:` section, and
+`collect.quant_recipe` / `final.recipe`). Plain pydantic: the run config loads without torch."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+
+class QuantRecipe(BaseModel):
+    """How a policy is measured: calibration, a short distilled fine-tune, BN-aware evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calib_batches: PositiveInt = 8
+    finetune_steps: int = Field(100, ge=0)
+    finetune_lr: float = Field(0.005, gt=0)
+    distill: bool = Field(True, description="distil from the float sub-net while fine-tuning")
+    bn_batches: PositiveInt = 8
+    val_batches: int | None = Field(None, ge=1, description="limit evaluation batches (None: all)")
