@@ -79,21 +79,21 @@ class OptunaSearcher(_GeneSearcher):
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             directions = ["maximize"] if self.algorithm == "tpe" else ["maximize", "minimize"]
-            self._study = optuna.create_study(directions=directions, sampler=self._sampler(0))
+            study = optuna.create_study(directions=directions, sampler=self._sampler(0))
             for event, number, data in self._log:
                 if event == "tell":
-                    self._tell(number, data)
+                    self._tell(study, number, data)
                     continue
                 if self.algorithm == "tpe":  # TPE keeps no state beyond the trials: fix the params
-                    self._study.enqueue_trial(data)
-                if self._ask(number) != data:
+                    study.enqueue_trial(data)
+                if self._ask(study, number) != data:
                     raise InputError(f"the {self.algorithm} searcher's saved log does not replay with Optuna "
                                      f"{optuna.__version__} (trial {number} differs): resume with the Optuna "
                                      "version that started the search, or start it anew in another folder")
+            self._study = study
         return self._study
 
-    def _ask(self, number: int) -> dict[str, int]:
-        study = self._study
+    def _ask(self, study, number: int) -> dict[str, int]:
         study.sampler = self._sampler(number)
         trial = study.ask(self.distributions)
         if trial.number != number:
@@ -104,20 +104,19 @@ class OptunaSearcher(_GeneSearcher):
             trial.set_constraint(key, value)
         return params
 
-    def _tell(self, number: int, values: list[float] | None) -> None:
+    def _tell(self, study, number: int, values: list[float] | None) -> None:
         from optuna.trial import TrialState
 
-        self._study.sampler = self._sampler(number)
+        study.sampler = self._sampler(number)
         if values is None:
-            self._study.tell(number, state=TrialState.FAIL)
+            study.tell(number, state=TrialState.FAIL)
         else:
-            self._study.tell(number, values)
+            study.tell(number, values)
 
     # --- Tune's Searcher interface ----------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict:
-        self.study  # noqa: B018 - rebuild after a restore before asking anew
         number = self._asked
-        params = self._ask(number)
+        params = self._ask(self.study, number)
         self._log.append(("ask", number, params))
         self._asked += 1
         self._live[trial_id] = number
@@ -130,8 +129,7 @@ class OptunaSearcher(_GeneSearcher):
         result = result or {}
         values = [result.get(self._metric)] + ([result.get(self.cost)] if self.algorithm == "nsga2" else [])
         told = None if error or any(v is None or not np.isfinite(v) for v in values) else [float(v) for v in values]
-        self.study  # noqa: B018
-        self._tell(number, told)
+        self._tell(self.study, number, told)
         self._log.append(("tell", number, told))
 
     def get_state(self) -> dict:
