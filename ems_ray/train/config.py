@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from ems_ray.errors import InputError
-from ems_ray.space import Genome
-from ems_ray.space.genome import KERNEL, MID
+
+if TYPE_CHECKING:  # numpy and the genome load when a phase samples, not when a config loads
+    import numpy as np
+
+    from ems_ray.space import Genome
 
 
 class PhaseConfig(BaseModel):
@@ -35,6 +37,10 @@ class PhaseConfig(BaseModel):
 
     def lower_bounds(self, genome: Genome) -> np.ndarray:
         """Lowest allowed index of every gene column (choices are sorted ascending)."""
+        import numpy as np
+
+        from ems_ray.space.genome import KERNEL, MID
+
         counts = genome.choice_counts.astype(np.int64)
         low = np.zeros_like(counts)
         n_st = genome.n_stages
@@ -51,6 +57,8 @@ class PhaseConfig(BaseModel):
 
     def sample(self, genome: Genome, rng: np.random.Generator, n: int) -> np.ndarray:
         """n sub-nets drawn uniformly within this phase's bounds."""
+        import numpy as np
+
         low = self.lower_bounds(genome)
         span = genome.choice_counts - low
         return (low + np.floor(rng.random((n, genome.width)) * span)).astype(np.int16)
