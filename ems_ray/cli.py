@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 import time
+import traceback
 from pathlib import Path
 
+from ems_ray.console import configure_logging
 from ems_ray.errors import InputError
 from ems_ray.pipeline.stages import STAGE_NAMES
 from ems_ray.space import Encoding, preset_names, resolve_space
@@ -145,7 +146,11 @@ def _cmd_compare_searchers(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ems-ray", description=__doc__,
-        epilog="--debug (anywhere on the line) or EMS_RAY_DEBUG=1: print the traceback of an internal error")
+        epilog="-v/-q and --debug may stand anywhere on the line; EMS_RAY_DEBUG=1 is the same as --debug")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail: debug lines with times and module names")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     space = sub.add_parser("space", help="inspect search spaces").add_subparsers(dest="action", required=True)
@@ -216,8 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("EMS_RAY_DEBUG", "").lower() in ("1", "true", "yes")
+_GLOBAL_FLAGS = {"--debug": (0, True), "-v": (1, False), "--verbose": (1, False), "-vv": (2, False),
+                 "-q": (-1, False), "--quiet": (-1, False)}
+
+
+def _global_flags(argv: list[str]) -> tuple[list[str], int, bool]:
+    """(argv without them, verbosity, debug): the flags that may stand anywhere on the line."""
+    verbosity, debug, rest = 0, os.environ.get("EMS_RAY_DEBUG", "").lower() in ("1", "true", "yes"), []
+    for arg in argv:
+        if arg in _GLOBAL_FLAGS:
+            step, is_debug = _GLOBAL_FLAGS[arg]
+            verbosity, debug = verbosity + step, debug or is_debug
+        else:
+            rest.append(arg)
+    return rest, verbosity, debug
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     `--debug` (or EMS_RAY_DEBUG=1)."""
     from pydantic import ValidationError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug_requested(argv)
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    argv, verbosity, debug = _global_flags(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    configure_logging(verbosity)
     try:
         args.func(args)
     except KeyboardInterrupt:

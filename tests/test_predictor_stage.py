@@ -39,13 +39,13 @@ def test_train_predictor_command_single_mode(tmp_path, capsys):
     assert 0 <= summary["metrics"]["quant"]["val_pairwise_accuracy"] <= 1
     fp, quant = load_run_predictors(tmp_path / "run", SPACE)
     assert quant.predict(Genome(SPACE).sample(np.random.default_rng(0), 5)).shape == (5,)
-    assert "[predictor] quant: held-out rmse" in capsys.readouterr().out
+    assert "[predictor] quant: held-out rmse" in capsys.readouterr().err
     # same data and settings: nothing to do; more data: retrain
     assert main(["train-predictor", "--config", str(path)]) == 0
-    assert "stage already done" in capsys.readouterr().out
+    assert "stage already done" in capsys.readouterr().err
     write_synthetic_collection(tmp_path / "run" / "collect", SPACE, 160, 60, seed=2)
     assert main(["train-predictor", "--config", str(path)]) == 0
-    assert "stage already done" not in capsys.readouterr().out
+    assert "stage already done" not in capsys.readouterr().err
 
 
 def test_train_predictor_without_data_is_one_clear_line(tmp_path, capsys):

@@ -205,8 +205,9 @@ def test_compare_command_reuses_finished_experiments(compared, budget, capsys):
     before = (out / "summary.csv").read_text()
     trials = sorted(p.name for p in (out / "tune" / "random").iterdir())
     assert main(["compare-searchers", "--config", str(path), "--budget", budget.describe()]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("reused the finished Tune experiment") == 4
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert captured.err.count("reused the finished Tune experiment") == 4  # logged, on stderr
     assert "algorithm" in printed and "trials/s" in printed and "tensorboard --logdir" in printed
     assert (out / "summary.csv").read_text() == before
     assert sorted(p.name for p in (out / "tune" / "random").iterdir()) == trials

@@ -15,6 +15,7 @@ whose actor or node dies goes back to the front of the queue; Ray restarts the a
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -23,9 +24,13 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
 
+from ems_ray.console import ensure_logging
+
 from .config import ActorResources
 from .shards import CollectError
 from .worker import EvaluationWorker, WorkerSpec, choose_device
+
+logger = logging.getLogger(__name__)
 
 # Failures that lose a batch but say nothing about the batch itself: re-queue it.
 LOST_BATCH_ERRORS = (RayActorError, NodeDiedError, ObjectLostError, WorkerCrashedError)
@@ -35,11 +40,12 @@ class EvaluationActor:
     """One `EvaluationWorker` inside a Ray actor (wrapped with `ray.remote` by the pool)."""
 
     def __init__(self, spec: WorkerSpec, state_dict: dict):
+        ensure_logging()
         ctx = ray.get_runtime_context()
         gpu_ids = ray.get_gpu_ids()
         device, self.note = choose_device(spec.device, gpu_ids)
         if self.note:
-            print(f"[collect actor] {self.note}", flush=True)  # lands in the actor's log and the driver's
+            logger.info(f"[collect actor] {self.note}")  # lands in the actor's log and the driver's
         self.gpu_ids = list(gpu_ids)
         self.worker = EvaluationWorker(spec, state_dict, device, node=ctx.get_node_id(),
                                        worker=f"{ctx.get_actor_id()[:12]}:{os.getpid()}")
@@ -56,7 +62,7 @@ class EvaluationActorPool:
     """Runs batches on Ray actors; `on_result(columns)` is called on the driver for each batch."""
 
     def __init__(self, spec: WorkerSpec, state_dict: dict, resources: ActorResources,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = logger.info):
         self.spec, self.resources, self.log = spec, resources, log
         self._state_ref = ray.put(state_dict)
         self._remote = ray.remote(EvaluationActor).options(

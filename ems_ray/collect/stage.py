@@ -6,6 +6,7 @@ shards are readable and were collected with the same plan and measurement settin
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ems_ray.artifacts import file_sha256
+from ems_ray.console import Progress
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
 from ems_ray.hardware import run_cost_table
@@ -28,6 +30,8 @@ from .plan import PlannedSamples, SamplingPlan
 from .schema import to_table
 from .shards import CollectError, ShardStore
 from .worker import HARDWARE_COLUMNS, EvaluationWorker, WorkerSpec, choose_device
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -52,31 +56,8 @@ def collect_folder(cfg: RunConfig, kind: str) -> Path:
     return RunLayout.of(cfg).collected(kind)
 
 
-class Progress:
-    """Points done, points per minute and ETA, printed at most every `every_s` seconds."""
-
-    def __init__(self, kind: str, target: int, done: int, every_s: float, log: Callable[[str], None]):
-        self.kind, self.target, self.start_done, self.done = kind, target, done, done
-        self.every_s, self.log = every_s, log
-        self.t0 = self.last = time.monotonic()
-        self.printed = done
-
-    def add(self, n: int, force: bool = False) -> None:
-        self.done += n
-        now = time.monotonic()
-        due = now - self.last >= self.every_s or self.done >= self.target or force
-        if not due or self.done == self.printed:
-            return
-        self.last, self.printed = now, self.done
-        new, elapsed = self.done - self.start_done, now - self.t0
-        rate = 60.0 * new / elapsed if elapsed > 0 else 0.0
-        eta = (self.target - self.done) / rate if rate > 0 else float("nan")
-        self.log(f"[collect {self.kind}] {self.done}/{self.target} points (+{new} this run), "
-                 f"{rate:.1f} points/min, ETA {eta:.1f} min")
-
-
 def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, supernet_path: Path | None = None,
-                      use_ray: bool = True, log: Callable[[str], None] = print,
+                      use_ray: bool = True, log: Callable[[str], None] | None = None,
                       on_shard: Callable[[Path, pa.Table], None] | None = None) -> CollectSummary:
     """Collect the first `points` (default `collect.<kind>_points`) of the run's plan for `kind`.
 
@@ -104,9 +85,11 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
                           "encoding_version": ENCODING_VERSION})
     planned = plan.take(target)
     todo = planned.select(~np.isin(planned.sample_id, np.fromiter(done, np.int64, len(done))))
-    progress = Progress(kind, target, target - len(todo), cc.progress_every_s, log)
+    progress_sink, log = log, log or logger.info  # no sink given: a progress bar on a terminal
     log(f"[collect {kind}] {store.folder}: {target - len(todo)}/{target} points present, {len(todo)} to measure "
         f"(supernet {sha[:12]}, {'Ray actors' if use_ray else 'in this process'})")
+    progress = Progress(f"[collect {kind}]", target, done=target - len(todo), every_s=cc.progress_every_s,
+                        log=progress_sink)
     t0 = time.monotonic()
     lost = 0
     if len(todo):
@@ -129,7 +112,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
             worker = EvaluationWorker(spec, state, device)
             for batch in batches:
                 write(worker(batch))
-        progress.add(0, force=True)
+    progress.close()
     seconds = time.monotonic() - t0
     total = len(store.done & set(planned.sample_id.tolist()))
     if total < target:

@@ -6,6 +6,7 @@ stage can write it at once (a killed run keeps what was measured).
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -15,6 +16,8 @@ from ems_ray.quant.config import QuantRecipe
 from ems_ray.space import SubnetConfig
 
 from .config import FinalResources
+
+logger = logging.getLogger(__name__)
 
 
 def measure_subnet(supernet_path: Path, subnet: SubnetConfig, recipe: QuantRecipe, data: DataConfig, seed: int,
@@ -35,7 +38,7 @@ def measure_subnet(supernet_path: Path, subnet: SubnetConfig, recipe: QuantRecip
     # an assigned GPU is used; none usable falls back to the CPU and says so
     device, note = choose_device("auto", list(gpu_ids))
     if note:
-        print(f"[final] {note}")
+        logger.info(f"[final] {note}")
     supernet = load_supernet(Path(supernet_path)).to(device)
     splits = build_splits(data)
     train = make_loader(splits.train, data.batch_size, shuffle=True, seed=seed)

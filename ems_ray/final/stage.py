@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from ems_ray.space import Genome
 
 from ._measure import measure_all
 from .methods import FINAL_METHODS
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -53,7 +56,7 @@ def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredic
     metrics = out / "metrics.json"
     if not (metrics.is_file() and (out / "quant.pt").is_file()
             and json.loads(metrics.read_text()).get("fingerprint") == fingerprint):
-        print(f"[final] training the quantization-aware predictor without transfer ({len(data.quant)} rows)")
+        logger.info(f"[final] training the quantization-aware predictor without transfer ({len(data.quant)} rows)")
         trained = train_predictors(data, pc, space, cfg.seed, fp_model=fp.model)
         if trained.quant is None:
             raise InputError(f"no-transfer: too few quantized rows collected ({len(data.quant)}); "
@@ -187,7 +190,7 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
             key = inputs.key(method, budget)
             saved = _read_result(out / budget.slug() / f"{method}.json")
             if not force and saved is not None and saved.get("inputs") == key:
-                print(f"[final] {budget.describe()} {method}: up to date, skipped")
+                logger.info(f"[final] {budget.describe()} {method}: up to date, skipped")
                 records[budget.slug(), method] = saved
                 continue
             try:
@@ -195,13 +198,13 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
             except InfeasibleBudgetError as exc:
                 record = {"method": method, "budget": budget.describe(), "status": "infeasible", "inputs": key,
                           "message": str(exc)}
-                print(f"[final] {budget.describe()} {method}: infeasible: {exc}")
+                logger.info(f"[final] {budget.describe()} {method}: infeasible: {exc}")
                 _write_result(out, record, inputs)
                 records[budget.slug(), method] = record
                 continue
             record = _record(method, budget, key, result, inputs)
-            print(f"[final] {budget.describe()} {method}: predicted {record['predicted_accuracy']:.4f}, "
-                  f"{record['latency_ms']:.4g} ms, searched in {record['search_seconds']:.1f} s")
+            logger.info(f"[final] {budget.describe()} {method}: predicted {record['predicted_accuracy']:.4f}, "
+                        f"{record['latency_ms']:.4g} ms, searched in {record['search_seconds']:.1f} s")
             records[budget.slug(), method] = record
             jobs.append(((budget.slug(), method), {
                 "supernet_path": inputs.supernet_path, "subnet": Genome(space).to_config(record["genes"]),
@@ -211,8 +214,8 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
         record = records[job_key]
         record.update(metrics)
         _write_result(out, record, inputs)
-        print(f"[final] {record['budget']} {record['method']}: test accuracy {metrics['quant_test_accuracy']:.4f} "
-              f"quantized, {metrics['fp_test_accuracy']:.4f} float ({metrics['measure_seconds']:.0f} s)")
+        logger.info(f"[final] {record['budget']} {record['method']}: test accuracy "
+                    f"{metrics['quant_test_accuracy']:.4f} quantized, {metrics['fp_test_accuracy']:.4f} float ({metrics['measure_seconds']:.0f} s)")
 
     if jobs and use_ray:
         from ems_ray.ray_session import ray_session
@@ -222,5 +225,5 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
     else:
         measure_all(jobs, fc.resources, False, finished)
     write_summary(out, [records[b.slug(), m] for b in budgets for m in fc.methods])
-    print(f"[final] wrote {out}")
+    logger.info(f"[final] wrote {out}")
     return out

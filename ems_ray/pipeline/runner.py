@@ -7,6 +7,7 @@ and inputs and its outputs are unchanged; otherwise it is called, and resumes fr
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from ems_ray.run_layout import RunLayout
 
 from .manifest import Manifest, path_digest
 from .stages import STAGES, Stage, run_budgets
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -64,7 +67,7 @@ def select_stages(only: Iterable[str] | None, stages: Sequence[Stage] = STAGES) 
 
 
 def run_pipeline(cfg: RunConfig, only: Iterable[str] | None = None, force: bool = False, use_ray: bool = True,
-                 log: Callable[[str], None] = print, stages: Sequence[Stage] = STAGES) -> Manifest:
+                 log: Callable[[str], None] = logger.info, stages: Sequence[Stage] = STAGES) -> Manifest:
     """Run (or resume) `stages` (default: all, in order) of `cfg` into `cfg.run_dir`; returns the
     updated manifest.
 

@@ -7,6 +7,7 @@ decides *whether* to call a stage, never how to resume it.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from ems_ray.run_layout import RunLayout
 from ems_ray.search.config import Budget
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -46,7 +49,7 @@ def _run_lut(cfg: RunConfig, use_ray: bool) -> None:
 
     table = build_lut(cfg.search_space())
     table.save(RunLayout.of(cfg).lut)
-    print(table.summary())
+    logger.info(table.summary())
 
 
 def _supernet_settings(cfg: RunConfig) -> dict:
@@ -66,8 +69,8 @@ def _collect(kind: str) -> Callable[[RunConfig, bool], None]:
         from ems_ray.collect import run_collect_stage
 
         s = run_collect_stage(cfg, kind, use_ray=use_ray)
-        print(f"[collect {kind}] {s.total_points}/{s.target_points} points ({s.new_points} new, "
-              f"{s.points_per_min:.1f} points/min)")
+        logger.info(f"[collect {kind}] {s.total_points}/{s.target_points} points ({s.new_points} new, "
+                    f"{s.points_per_min:.1f} points/min)")
     return run
 
 
@@ -96,8 +99,8 @@ def _run_search(cfg: RunConfig, use_ray: bool) -> None:
     scorer = load_scorer(cfg, run_cost_table(cfg))  # loaded once for every budget
     for budget in run_budgets(cfg):
         result, out = run_search_stage(cfg, budget, scorer=scorer)
-        print(f"[search] {budget.describe()}: predicted accuracy {result.scores['accuracy']:.4f} "
-              f"({result.scored} candidates in {result.seconds:.2f} s) -> {out}")
+        logger.info(f"[search] {budget.describe()}: predicted accuracy {result.scores['accuracy']:.4f} "
+                    f"({result.scored} candidates in {result.seconds:.2f} s) -> {out}")
 
 
 def _run_compare(cfg: RunConfig, use_ray: bool) -> None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from ._data import CollectedData, load_collected
 from ._files import PREDICTOR_FILES, AccuracyPredictor, load_predictor, save_predictors
 from ._training import train_predictors
 from .config import PredictorConfig
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -45,9 +48,9 @@ def stage_fingerprint(data: CollectedData, config: PredictorConfig, space: Searc
 def _log_epoch(every: int):
     def log(record: dict, _snapshot) -> None:
         if record["epoch"] % every == 0:
-            print(f"[predictor] {record['phase']:5s} epoch {record['epoch']:4d} loss {record['train_loss']:.4f} "
-                  f"val rmse {record['val_rmse']:.4f} tau {record['val_kendall_tau']:.3f} "
-                  f"pairwise {record['val_pairwise_accuracy']:.3f} (best epoch {record['best_epoch']})", flush=True)
+            logger.info(f"[predictor] {record['phase']:5s} epoch {record['epoch']:4d} loss {record['train_loss']:.4f} "
+                        f"val rmse {record['val_rmse']:.4f} tau {record['val_kendall_tau']:.3f} "
+                        f"pairwise {record['val_pairwise_accuracy']:.3f} (best epoch {record['best_epoch']})")
     return log
 
 
@@ -65,16 +68,17 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
     out = layout.predictor_dir
     data = load_collected(pc.data_dir or layout.collect_dir, space, pc.quant_scheme)
     for note in data.notes:
-        print(f"[predictor] note: {note}")
+        logger.info(f"[predictor] note: {note}")
     fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
     metrics_file = layout.predictor_metrics
     if not force and metrics_file.is_file() and json.loads(metrics_file.read_text()).get("fingerprint") == fingerprint:
-        print(f"[predictor] {out} is up to date with the collected data: stage already done")
+        logger.info(f"[predictor] {out} is up to date with the collected data: stage already done")
         return out
     if pc.threads:
         torch.set_num_threads(pc.threads)
     summary = data.summary()
-    print(f"[predictor] {summary['fp']['rows']} FP rows, {summary['quant']['rows']} quantized rows; mode {pc.mode}")
+    logger.info(f"[predictor] {summary['fp']['rows']} FP rows, {summary['quant']['rows']} quantized rows; "
+                f"mode {pc.mode}")
     t0 = time.perf_counter()
     extra = {"fingerprint": fingerprint, "data": summary, "seed": cfg.seed, "mode": pc.mode,
              "config": pc.model_dump(mode="json")}
@@ -101,7 +105,7 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
     m = json.loads(metrics_file.read_text())["metrics"]
     for kind in ("fp", "quant"):
         if m.get(kind):
-            print(f"[predictor] {kind:5s}: held-out rmse {m[kind]['val_rmse']:.4f}, kendall tau "
-                  f"{m[kind]['val_kendall_tau']:.3f}, pairwise accuracy {m[kind]['val_pairwise_accuracy']:.3f}")
-    print(f"[predictor] wrote {out}")
+            logger.info(f"[predictor] {kind:5s}: held-out rmse {m[kind]['val_rmse']:.4f}, kendall tau "
+                        f"{m[kind]['val_kendall_tau']:.3f}, pairwise accuracy {m[kind]['val_pairwise_accuracy']:.3f}")
+    logger.info(f"[predictor] wrote {out}")
     return out

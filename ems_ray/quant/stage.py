@@ -1,6 +1,7 @@
 """`ems-ray export`: measure one searched sub-net at its mixed precision and write ONNX + JSON."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from ems_ray.supernet.checkpoint import load_supernet
 
 from ._export import ExportedFiles, export_quantized
 from .recipe import quantize_subnet
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -31,6 +34,6 @@ def export_subnet(cfg: RunConfig, subnet_path: Path, supernet_path: Path | None 
     out = out_dir or layout.export(Path(subnet_path).stem)
     files = export_quantized(result.model, subnet, result.policy, out, cost=run_cost_table(cfg),
                              metrics={"val_acc_fp": result.fp_acc, "val_acc_quant": result.quant_acc})
-    print(f"[export] float {result.fp_acc:.4f} → quantized {result.quant_acc:.4f} "
-          f"({result.seconds:.0f} s); wrote {files.onnx} and {files.sidecar}")
+    logger.info(f"[export] float {result.fp_acc:.4f} → quantized {result.quant_acc:.4f} "
+                f"({result.seconds:.0f} s); wrote {files.onnx} and {files.sidecar}")
     return files

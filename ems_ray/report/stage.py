@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ems_ray.final.methods import FINAL_METHODS
 from ems_ray.run_layout import RunLayout
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -200,5 +203,5 @@ def build_report(run_dir: Path, config_name: str) -> Path:
 def run_report_stage(cfg: RunConfig) -> Path:
     """The report of `cfg`'s run directory; returns `<run_dir>/report/report.md`'s folder."""
     path = build_report(Path(cfg.run_dir), cfg.name)
-    print(f"[report] wrote {path}")
+    logger.info(f"[report] wrote {path}")
     return path.parent

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from ems_ray.space import Genome
 
 from ._scoring import CandidateScorer, pareto_front, within
 from .config import Budget, CompareConfig, EvolutionConfig
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -194,7 +197,7 @@ def tune_loggers() -> list:
 
 def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareConfig, out_dir: str | Path,
                       evolution: EvolutionConfig | None = None, seed: int = 0, max_concurrent: int = 1,
-                      log: Callable[[str], None] = print) -> list[SearcherTrace]:
+                      log: Callable[[str], None] = logger.info) -> list[SearcherTrace]:
     """Run each of `config.algorithms` through Tune under `out_dir/tune/<algorithm>` with
     `config.candidates` scored candidates, and write the comparison into `out_dir`. Needs Ray.
 

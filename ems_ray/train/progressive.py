@@ -8,6 +8,7 @@ the frozen distillation teacher for every later phase.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ems_ray.console import ensure_logging
 from ems_ray.data import build_splits, make_loader
 from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace
@@ -40,10 +42,14 @@ class TrainSession(Protocol):
         """Called by every rank once per epoch; `state` (rank 0 only) is the checkpoint."""
 
 
-def print_line(message: str) -> None:
-    """The default log. A module function, not `print` itself: Ray's log handling replaces
-    `builtins.print` once a worker has printed, and the original no longer pickles to workers."""
-    print(message, flush=True)
+logger = logging.getLogger(__name__)
+
+
+def log_line(message: str) -> None:
+    """The default log: this module's logger. Not `print`: in a Ray Train worker, Ray patches
+    `builtins.print` to both print and log to the root logger, so every line reached the driver
+    twice. A logging call goes through Ray Train's root handlers once (and into its log files)."""
+    logger.info(message)
 
 
 @dataclass
@@ -54,7 +60,8 @@ class LoopInputs:
     data: Any  # ems_ray.data.DataConfig
     train: SupernetTrainConfig
     seed: int = 0
-    log: Callable[[str], None] = field(default=print_line)
+    log: Callable[[str], None] = field(default=log_line)
+    verbosity: int = 0  # the driver's -q/-v, applied in each worker
 
 
 class SubnetStep(nn.Module):
@@ -129,6 +136,7 @@ def _wrap_ddp(module: nn.Module, session: TrainSession) -> nn.Module:
 
 def train_supernet(inputs: LoopInputs, session: TrainSession) -> dict:
     """Run (or resume) the whole progressive-shrinking schedule; returns the final state."""
+    ensure_logging(inputs.verbosity)
     cfg, space, device = inputs.train, inputs.space, session.device
     if cfg.threads_per_worker:
         torch.set_num_threads(cfg.threads_per_worker)

@@ -56,7 +56,7 @@ def _worker_loop(config: dict) -> None:
 
 def fit_on_ray(inputs: LoopInputs, storage: Path, name: str = "supernet", mirror: Path | None = None) -> dict:
     """Train on Ray; returns the final state (from the last checkpoint). `mirror`: see module doc."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cfg = inputs.train
@@ -71,6 +71,8 @@ def fit_on_ray(inputs: LoopInputs, storage: Path, name: str = "supernet", mirror
             name=name, storage_path=str(Path(storage).resolve()),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Ray Train's own per-report INFO lines ("Reporting training result ...") only with -v
+            logging_config=LoggingConfig(log_level="INFO" if inputs.verbosity > 0 else "WARNING"),
         ),
     )
     result = trainer.fit()

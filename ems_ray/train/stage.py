@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ems_ray.artifacts import json_digest
+from ems_ray.console import current_verbosity
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
 from ems_ray.run_layout import RunLayout
@@ -13,6 +15,8 @@ from ems_ray.supernet.checkpoint import save_supernet
 
 from .checkpoints import LocalSession
 from .progressive import LoopInputs, train_supernet
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
@@ -31,7 +35,7 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
     layout = RunLayout.of(cfg)
     out, final = layout.supernet_dir, layout.supernet
     if final.is_file():
-        print(f"[train] {final} exists: stage already done")
+        logger.info(f"[train] {final} exists: stage already done")
         return final
     space = cfg.search_space()
     build_splits(cfg.data)  # fail on missing data before any worker starts
@@ -44,11 +48,11 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
         )
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
-    inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed)
+    inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed, verbosity=current_verbosity())
     checkpoints = LocalSession(layout.supernet_checkpoints)
     state = checkpoints.restore()
     if state is not None and state["epoch"] == cfg.supernet.total_epochs - 1:
-        print(f"[train] the last epoch's checkpoint exists: writing {final} from it")
+        logger.info(f"[train] the last epoch's checkpoint exists: writing {final} from it")
     elif use_ray:
         from ems_ray.ray_session import ray_session
 
@@ -60,5 +64,5 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
         state = train_supernet(inputs, checkpoints)
     layout.supernet_history.write_text(json.dumps(state["history"], indent=1))
     save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1]})
-    print(f"[train] wrote {final}")
+    logger.info(f"[train] wrote {final}")
     return final
