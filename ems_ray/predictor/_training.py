@@ -240,7 +240,7 @@ def report_seeds(seed: int, count: int) -> list[int]:
 
 
 def metrics_over_seeds(data: CollectedData, config: PredictorConfig, space: SearchSpace, seed: int,
-                            first: dict | None = None) -> dict:
+                       first: dict | None = None) -> dict:
     """Mean and sd of the test metrics over `config.report_seeds` trainings (each seed its own split).
 
     `first`: the run seed's `TrainedPredictors.metrics()` when already trained (not retrained).
