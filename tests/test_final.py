@@ -145,14 +145,18 @@ def tiny_run(tmp_path_factory) -> RunConfig:
         "supernet": {"phases": [{"name": "full", "epochs": 1, "lr": 0.1, "distill": False}]},
         "quant": {"calib_batches": 1, "finetune_steps": 1, "bn_batches": 1},
         "search": {"evolution": EVO.model_dump()},
-        "final": {"budgets": ["latency=0.3ms", "latency=0.08ms"]},
+        "final": {"budgets": ["latency=0.3ms", "latency=0.08ms"], "seeds": 2},
     })
 
 
-def _fake_measure(calls: list):
+def _fake_measure(calls: list, fail_at: int | None = None):
+    """Accuracy 0.4 + 0.01 x seed (quantized), 0.5 (float); raises on call number `fail_at` (a killed run)."""
     def measure(supernet_path, subnet, recipe, data, seed, threads=None):
-        calls.append(subnet)
-        return {"fp_test_accuracy": 0.5, "quant_test_accuracy": 0.4, "finetune_seconds": 0.0, "measure_seconds": 0.01}
+        if fail_at is not None and len(calls) + 1 == fail_at:
+            raise RuntimeError("killed")
+        calls.append((subnet, seed))
+        return {"fp_test_accuracy": 0.5, "quant_test_accuracy": (40 + seed) / 100, "finetune_seconds": 0.0,
+                "measure_seconds": 0.01}
     return measure
 
 
@@ -163,7 +167,8 @@ def test_final_stage_writes_every_result_and_resumes(tiny_run, monkeypatch):
     # the search stage already ran for the easy budget: the joint search reuses it
     searched, _ = run_search_stage(cfg, "latency=0.3ms", scorer=_quant_scorer(cfg))
     out = run_final_stage(cfg, use_ray=False)
-    assert len(calls) == 7  # fixed8 cannot meet 0.08 ms
+    assert len(calls) == 7 * 2  # fixed8 cannot meet 0.08 ms; two seeds each
+    assert sorted({seed for _, seed in calls}) == cfg.final.measure_seeds(cfg.seed) == [0, 1]
     with (out / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["budget"], r["method"]) for r in rows] == [
@@ -174,13 +179,19 @@ def test_final_stage_writes_every_result_and_resumes(tiny_run, monkeypatch):
     assert ems["genes"] == GENOME.canonical(searched.genes)[0].tolist()
     assert ems["search"]["reused"].endswith("result.json")
     assert ems["search_seconds"] == pytest.approx(searched.seconds)
+    # per-seed accuracies, their mean and sd
+    assert [(m["seed"], m["quant_test_accuracy"]) for m in ems["per_seed"]] == [(0, 0.4), (1, 0.41)]
+    assert ems["quant_test_accuracy"] == pytest.approx(0.405) and ems["seeds"] == 2
+    assert ems["quant_test_accuracy_sd"] == pytest.approx(np.std([0.4, 0.41], ddof=1))
+    assert ems["fp_test_accuracy_sd"] == 0.0 and ems["inputs"]["measure_seeds"] == [0, 1]
     fixed = json.loads((out / "latency-0.3ms" / "fixed8.json").read_text())
     assert _bits_are(np.asarray(fixed["genes"]), 8) and (out / "latency-0.3ms" / "fixed8.yaml").is_file()
     assert (out / "predictor-no-transfer" / "quant.pt").is_file()
     for r in rows:
         if r["status"] == "done":
             assert float(r["latency_ms"]) <= float(r["budget"].split("=")[1].removesuffix("ms"))
-            assert float(r["quant_test_accuracy"]) == 0.4
+            assert float(r["quant_test_accuracy"]) == pytest.approx(0.405)
+            assert r["quant_test_accuracies"] == "0.4 0.41" and r["seeds"] == "2"
     assert json.loads((out / "run.json").read_text())["data"]["test"] == 64
     # unchanged inputs: nothing re-measured; a new recipe: everything; force: everything
     calls.clear()
@@ -189,10 +200,34 @@ def test_final_stage_writes_every_result_and_resumes(tiny_run, monkeypatch):
     changed = cfg.model_copy(update={"final": cfg.final.model_copy(update={"recipe": cfg.quant.model_copy(
         update={"finetune_steps": 2}), "methods": ["ems"]})})
     run_final_stage(changed, use_ray=False)
-    assert len(calls) == 2
+    assert len(calls) == 2 * 2
     calls.clear()
     run_final_stage(changed, use_ray=False, force=True)
-    assert len(calls) == 2
+    assert len(calls) == 2 * 2
+    # the seed count is part of a result's inputs: a third seed re-measures every sub-net
+    calls.clear()
+    three = changed.model_copy(update={"final": changed.final.model_copy(update={"seeds": 3})})
+    run_final_stage(three, use_ray=False)
+    assert sorted(seed for _, seed in calls) == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_run_killed_between_seeds_measures_only_the_seeds_it_lacks(tiny_run, tmp_path, monkeypatch):
+    cfg = tiny_run.model_copy(update={"final": tiny_run.final.model_copy(update={
+        "budgets": ["latency=0.3ms"], "methods": ["fixed8"], "seeds": 3})})
+    calls: list = []
+    monkeypatch.setattr(measure_module, "measure_subnet", _fake_measure(calls, fail_at=3))
+    with pytest.raises(RuntimeError, match="killed"):
+        run_final_stage(cfg, use_ray=False)
+    path = Path(cfg.run_dir) / "final" / "latency-0.3ms" / "fixed8.json"
+    partial = json.loads(path.read_text())
+    assert partial["status"] == "measuring" and [m["seed"] for m in partial["per_seed"]] == [0, 1]
+    calls.clear()
+    monkeypatch.setattr(measure_module, "measure_subnet", _fake_measure(calls))
+    run_final_stage(cfg, use_ray=False)
+    assert [seed for _, seed in calls] == [2]
+    done = json.loads(path.read_text())
+    assert done["status"] == "done" and done["genes"] == partial["genes"] and done["seeds"] == 3
+    assert done["quant_test_accuracy"] == pytest.approx(0.41)
 
 
 def _quant_scorer(cfg: RunConfig) -> CandidateScorer:

@@ -172,11 +172,12 @@ TINY_RUN = {
     "quant": {"calib_batches": 1, "finetune_steps": 1, "bn_batches": 1},
     "collect": {"fp_points": 24, "quant_points": 24, "policies_per_arch": 4, "bn_batches": 1, "val_images": 64,
                 "points_per_shard": 8, "progress_every_s": 0},
-    "predictor": {"hidden": 32, "fp": {"epochs": 5, "patience": 5}, "quant": {"epochs": 5, "patience": 5}},
+    "predictor": {"hidden": 32, "fp": {"epochs": 5, "patience": 5}, "quant": {"epochs": 5, "patience": 5},
+                  "report_seeds": 2},
     "search": {"evolution": {"population": 8, "parents": 2, "mutations": 4, "crossovers": 4, "generations": 3},
                "compare": {"algorithms": ["evolution", "random"], "candidates": 8, "population": 4, "parents": 2},
                "max_concurrent": 2},
-    "final": {"budgets": ["latency=0.3ms"]},
+    "final": {"budgets": ["latency=0.3ms"], "seeds": 2},
     "ray": {"num_cpus": 2, "include_dashboard": False},
 }
 

@@ -16,7 +16,7 @@ from ems_ray.space import Genome, load_preset
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = load_preset("fmnist-small")
 TINY = {"hidden": 16, "fp": {"epochs": 6, "patience": 3, "batch_size": 64},
-        "quant": {"epochs": 6, "patience": 3, "batch_size": 32}}
+        "quant": {"epochs": 6, "patience": 3, "batch_size": 32}, "report_seeds": 2}
 
 
 def _config_file(tmp_path: Path, predictor: dict) -> Path:
@@ -29,6 +29,18 @@ def _config_file(tmp_path: Path, predictor: dict) -> Path:
     return path
 
 
+def _assert_reported_over_seeds(summary: dict, seed: int = 0) -> None:
+    """The test metrics' mean ± sd over the report seeds, the saved predictors' figures first."""
+    report = summary["report"]
+    assert report["seeds"] == [seed, seed + 1000]
+    for kind in ("fp", "quant"):
+        saved = summary["metrics"][kind]
+        assert 0 <= saved["test_pairwise_accuracy"] <= 1 and saved["test_rows"] > 0
+        stat = report[kind]["test_pairwise_accuracy"]
+        assert stat["values"][0] == saved["test_pairwise_accuracy"] and len(stat["values"]) == 2
+        assert stat["sd"] == pytest.approx(np.std(stat["values"], ddof=1))
+
+
 def test_train_predictor_command_single_mode(tmp_path, capsys):
     path = _config_file(tmp_path, TINY)
     assert main(["train-predictor", "--config", str(path)]) == 0
@@ -37,9 +49,12 @@ def test_train_predictor_command_single_mode(tmp_path, capsys):
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["mode"] == "single" and summary["data"]["quant"]["rows"] == 60
     assert 0 <= summary["metrics"]["quant"]["val_pairwise_accuracy"] <= 1
+    _assert_reported_over_seeds(summary)
     fp, quant = load_run_predictors(tmp_path / "run", SPACE)
     assert quant.predict(Genome(SPACE).sample(np.random.default_rng(0), 5)).shape == (5,)
-    assert "[predictor] quant: held-out rmse" in capsys.readouterr().err
+    assert quant.metadata["metrics"] == summary["metrics"]["quant"]  # the saved predictor is the run seed's
+    err = capsys.readouterr().err  # the CLI logs to stderr
+    assert "quant: test rmse" in err and "mean ± sd over 2 seeds" in err
     # same data and settings: nothing to do; more data: retrain
     assert main(["train-predictor", "--config", str(path)]) == 0
     assert "stage already done" in capsys.readouterr().err
@@ -68,7 +83,9 @@ def test_tune_search_reports_per_epoch_and_exports_best(tmp_path, ray_local, mon
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["mode"] == "tune" and len(summary["trials"]) == 2
     best_score = max(t["score"] for t in summary["trials"])
+    # trials are ranked on the early-stopping split; the test split is only reported
     assert summary["metrics"]["quant"]["val_pairwise_accuracy"] == pytest.approx(best_score)
+    _assert_reported_over_seeds(summary)
     fp, quant = load_run_predictors(cfg.run_dir, SPACE)
     assert quant.metadata["hidden"] == summary["best_trial"]["hidden"]
     # every trial reported each epoch of both phases, then a final report; some with checkpoints

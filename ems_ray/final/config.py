@@ -5,6 +5,7 @@
       methods: [ems, fixed8, sequential, no-transfer]
       sequential: {reference_bits: 6, arch_budget_factor: 1.5}
       recipe: null            # the run's `quant` section
+      seeds: 3                # fine-tunes (seeds) per chosen sub-net: mean ± sd
       resources: {num_cpus: 1}
 """
 from __future__ import annotations
@@ -62,6 +63,8 @@ class FinalConfig(BaseModel):
     methods: list[Method] = Field(default_factory=lambda: list(METHODS))
     sequential: SequentialConfig = Field(default_factory=SequentialConfig)
     recipe: QuantRecipe | None = Field(None, description="None: the run's `quant` section")
+    seeds: PositiveInt = Field(3, description="fine-tune and measure each chosen sub-net this many times (seeds "
+                               "seed, seed + 1, ...); the results are their mean ± sd")
     resources: FinalResources = Field(default_factory=FinalResources)
 
     @field_validator("budgets")
@@ -85,3 +88,7 @@ class FinalConfig(BaseModel):
 
     def parsed_budgets(self) -> list[Budget]:
         return [Budget.parse(t) for t in self.budgets]
+
+    def measure_seeds(self, seed: int) -> list[int]:
+        """The fine-tune seeds of every chosen sub-net; the run's seed first (one seed: the single measurement)."""
+        return [seed + k for k in range(self.seeds)]

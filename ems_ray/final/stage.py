@@ -1,7 +1,8 @@
 """The final-model stage: for every budget and method, pick a sub-net, then measure it on the test split.
 
-    <run_dir>/final/<budget>/<method>.json   method, budget, predicted and measured accuracy, LUT costs,
-                                             search and measure seconds, gene row, inputs fingerprint
+    <run_dir>/final/<budget>/<method>.json   method, budget, predicted accuracy, measured accuracy per
+                                             seed (`per_seed`) and their mean ± sd, LUT costs, search and
+                                             measure seconds, gene row, inputs fingerprint
     <run_dir>/final/<budget>/<method>.yaml   the sub-net (`SubnetConfig`)
     <run_dir>/final/summary.csv              one row per (budget, method)
     <run_dir>/final/run.json                 config name, super-network hash, split sizes
@@ -22,6 +23,7 @@ from ems_ray.hardware import run_cost_table
 from ems_ray.run_layout import RunLayout
 from ems_ray.search import Budget, CandidateScorer, InfeasibleBudgetError, SearchResult, check_feasible
 from ems_ray.space import Genome
+from ems_ray.stats import mean_sd
 
 from ._measure import measure_all
 from .methods import FINAL_METHODS
@@ -36,9 +38,12 @@ if TYPE_CHECKING:
 
 FINAL_DIR = RunLayout(Path(".")).final_dir.name
 NO_TRANSFER_DIR = "predictor-no-transfer"
+# the accuracies are means over the measurement seeds; `quant_test_accuracies` lists each seed's
 SUMMARY_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "predicted_accuracy_quant",
-                   "quant_test_accuracy", "fp_test_accuracy", "latency_ms", "energy_mj", "bitops", "macs",
+                   "quant_test_accuracy", "quant_test_accuracy_sd", "fp_test_accuracy", "fp_test_accuracy_sd",
+                   "seeds", "quant_test_accuracies", "latency_ms", "energy_mj", "bitops", "macs",
                    "search_seconds", "measure_seconds", "genes")
+MEASURING = "measuring"  # chosen, some seeds still to measure
 
 
 def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredictor) -> tuple[AccuracyPredictor, Path]:
@@ -102,7 +107,8 @@ class _Inputs:
         return {"supernet_sha256": self.supernet_sha256, "predictors": {p: self.hashes[p] for p in entry.predictors},
                 "lut": json_digest(self.table.metadata()), "budget": budget.describe(), "seed": cfg.seed,
                 "recipe": self.recipe.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-                "evolution": cfg.search.evolution.model_dump(mode="json"), **entry.settings(cfg)}
+                "evolution": cfg.search.evolution.model_dump(mode="json"),
+                "measure_seeds": cfg.final.measure_seeds(cfg.seed), **entry.settings(cfg)}
 
     def choose(self, method: str, budget: Budget) -> SearchResult:
         return FINAL_METHODS[method].choose(self, budget)
@@ -112,7 +118,7 @@ def _record(method: str, budget: Budget, key: dict, result: SearchResult, inputs
     scores = result.scores
     genes = Genome(inputs.space).canonical(result.genes)[0]  # inactive slots zeroed: equal nets, equal rows
     return {
-        "method": method, "budget": budget.describe(), "status": "done", "inputs": key,
+        "method": method, "budget": budget.describe(), "status": MEASURING, "inputs": key, "per_seed": [],
         "predicted_accuracy": scores["accuracy"],
         "predicted_accuracy_quant": float(inputs.quant.accuracy(genes)[0]),
         **{k: scores[k] for k in ("latency_ms", "energy_mj", "bitops", "macs")},
@@ -123,7 +129,7 @@ def _record(method: str, budget: Budget, key: dict, result: SearchResult, inputs
 
 def _write_result(out: Path, record: dict, inputs: _Inputs) -> None:
     slug_dir = out / Budget.parse(record["budget"]).slug()
-    if record["status"] == "done":
+    if record["status"] != "infeasible":
         write_atomic(slug_dir / f"{record['method']}.yaml", Genome(inputs.space).to_config(record["genes"]).to_yaml())
     write_atomic(slug_dir / f"{record['method']}.json", json.dumps(record, indent=1, sort_keys=True))
 
@@ -135,12 +141,26 @@ def _read_result(path: Path) -> dict | None:
         return None
 
 
+def measured_mean_sd(per_seed: list[dict]) -> dict:
+    """A sub-net's result from its per-seed measurements: accuracies as mean and sd, seconds summed."""
+    quant = mean_sd([m["quant_test_accuracy"] for m in per_seed])
+    fp = mean_sd([m["fp_test_accuracy"] for m in per_seed])
+    return {"quant_test_accuracy": quant["mean"], "quant_test_accuracy_sd": quant["sd"],
+            "fp_test_accuracy": fp["mean"], "fp_test_accuracy_sd": fp["sd"], "seeds": len(per_seed),
+            "finetune_seconds": sum(m.get("finetune_seconds", 0.0) for m in per_seed),
+            "measure_seconds": sum(m.get("measure_seconds", 0.0) for m in per_seed),
+            "device": per_seed[0].get("device")}
+
+
 def write_summary(out: Path, records: list[dict]) -> Path:
     """`summary.csv`: one row per (budget, method), the numbers the report reads."""
     lines = []
     for r in records:
         row = {c: r.get(c, "") for c in SUMMARY_COLUMNS}
         row["genes"] = " ".join(map(str, r.get("genes", [])))
+        row["quant_test_accuracies"] = " ".join(str(m["quant_test_accuracy"]) for m in r.get("per_seed", []))
+        row["quant_test_accuracy_sd"] = "" if r.get("quant_test_accuracy_sd") is None else r["quant_test_accuracy_sd"]
+        row["fp_test_accuracy_sd"] = "" if r.get("fp_test_accuracy_sd") is None else r["fp_test_accuracy_sd"]
         lines.append(row)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_COLUMNS)
@@ -161,13 +181,23 @@ def _write_run_info(out: Path, inputs: _Inputs) -> None:
     write_atomic(out / "run.json", json.dumps(info, indent=1, sort_keys=True))
 
 
+def _complete(out: Path, record: dict, inputs: _Inputs) -> None:
+    """Every seed measured: the record's mean ± sd, status done, written."""
+    record.update(measured_mean_sd(record["per_seed"]), status="done")
+    sd = record["quant_test_accuracy_sd"]
+    logger.info("%s %s: test accuracy %.4f%s quantized over %d seeds", record["budget"], record["method"],
+             record["quant_test_accuracy"], "" if sd is None else f" ± {sd:.4f}", record["seeds"])
+    _write_result(out, record, inputs)
+
+
 def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -> Path:
     """Search (or reuse) and measure every (budget, method) of `cfg.final`; returns `<run_dir>/final`.
 
     Budgets are checked against the LUT first, so an infeasible one fails before any work. A result
     whose inputs (super network, predictors, LUT, budget, recipe, data, seed, search settings) are
     unchanged is kept unless `force`; the others are searched here and measured as Ray tasks
-    (`use_ray`) or in this process.
+    (`use_ray`) or in this process, once per seed of `final.seeds` (one task each). A result
+    interrupted between seeds keeps its sub-net and measures only the seeds it lacks.
     """
     fc = cfg.final
     budgets = fc.parsed_budgets()
@@ -183,39 +213,54 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
     out = RunLayout.of(cfg).final_dir
     _write_run_info(out, inputs)
 
+    seeds = fc.measure_seeds(cfg.seed)
     records: dict[tuple[str, str], dict] = {}
-    jobs: list[tuple[tuple[str, str], dict]] = []
+    jobs: list[tuple[tuple[str, str, int], dict]] = []
     for budget in budgets:
         for method in fc.methods:
             key = inputs.key(method, budget)
             saved = _read_result(out / budget.slug() / f"{method}.json")
-            if not force and saved is not None and saved.get("inputs") == key:
+            if not force and saved is not None and saved.get("inputs") == key and saved["status"] != MEASURING:
                 logger.info(f"[final] {budget.describe()} {method}: up to date, skipped")
                 records[budget.slug(), method] = saved
                 continue
-            try:
-                result = inputs.choose(method, budget)
-            except InfeasibleBudgetError as exc:
-                record = {"method": method, "budget": budget.describe(), "status": "infeasible", "inputs": key,
-                          "message": str(exc)}
-                logger.info(f"[final] {budget.describe()} {method}: infeasible: {exc}")
-                _write_result(out, record, inputs)
-                records[budget.slug(), method] = record
-                continue
-            record = _record(method, budget, key, result, inputs)
-            logger.info(f"[final] {budget.describe()} {method}: predicted {record['predicted_accuracy']:.4f}, "
-                        f"{record['latency_ms']:.4g} ms, searched in {record['search_seconds']:.1f} s")
+            if not force and saved is not None and saved.get("inputs") == key:
+                record = saved  # interrupted while measuring: the same sub-net, the seeds it lacks
+                logger.info("%s %s: %d of %d seeds measured before; measuring the rest", record["budget"], method,
+                         len(record["per_seed"]), len(seeds))
+            else:
+                try:
+                    result = inputs.choose(method, budget)
+                except InfeasibleBudgetError as exc:
+                    record = {"method": method, "budget": budget.describe(), "status": "infeasible", "inputs": key,
+                              "message": str(exc)}
+                    logger.info(f"[final] {budget.describe()} {method}: infeasible: {exc}")
+                    _write_result(out, record, inputs)
+                    records[budget.slug(), method] = record
+                    continue
+                record = _record(method, budget, key, result, inputs)
+                logger.info(f"[final] {budget.describe()} {method}: predicted {record['predicted_accuracy']:.4f}, "
+                            f"{record['latency_ms']:.4g} ms, searched in {record['search_seconds']:.1f} s")
             records[budget.slug(), method] = record
-            jobs.append(((budget.slug(), method), {
-                "supernet_path": inputs.supernet_path, "subnet": Genome(space).to_config(record["genes"]),
-                "recipe": inputs.recipe, "data": cfg.data, "seed": cfg.seed}))
+            measured = {m["seed"] for m in record["per_seed"]}
+            todo = [seed for seed in seeds if seed not in measured]
+            if not todo:  # every seed was measured before the interruption
+                _complete(out, record, inputs)
+            subnet = Genome(space).to_config(record["genes"])
+            jobs += [((budget.slug(), method, seed), {
+                "supernet_path": inputs.supernet_path, "subnet": subnet, "recipe": inputs.recipe, "data": cfg.data,
+                "seed": seed}) for seed in todo]
 
-    def finished(job_key: tuple[str, str], metrics: dict) -> None:
-        record = records[job_key]
-        record.update(metrics)
-        _write_result(out, record, inputs)
-        logger.info(f"[final] {record['budget']} {record['method']}: test accuracy "
-                    f"{metrics['quant_test_accuracy']:.4f} quantized, {metrics['fp_test_accuracy']:.4f} float ({metrics['measure_seconds']:.0f} s)")
+    def finished(job_key: tuple[str, str, int], metrics: dict) -> None:
+        slug, method, seed = job_key
+        record = records[slug, method]
+        record["per_seed"] = sorted([*record["per_seed"], {"seed": seed, **metrics}], key=lambda m: m["seed"])
+        logger.info("%s %s seed %d: test accuracy %.4f quantized, %.4f float (%.0f s)", record["budget"], method, seed,
+                 metrics["quant_test_accuracy"], metrics["fp_test_accuracy"], metrics["measure_seconds"])
+        if len(record["per_seed"]) == len(seeds):
+            _complete(out, record, inputs)
+        else:
+            _write_result(out, record, inputs)  # a killed run keeps the seeds measured so far
 
     if jobs and use_ray:
         from ems_ray.ray_session import ray_session

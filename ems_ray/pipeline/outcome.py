@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from .manifest import Manifest
 
 # final/summary.csv columns worth a line each, in this order (absent ones are left out)
-_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "quant_test_accuracy", "fp_test_accuracy",
-            "latency_ms", "energy_mj", "bitops", "search_seconds")
+_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "quant_test_accuracy", "quant_test_accuracy_sd",
+            "seeds", "fp_test_accuracy", "latency_ms", "energy_mj", "bitops", "search_seconds")
 
 
 def _cell(value: str) -> str:

@@ -11,6 +11,7 @@ Training without Ray:
     data = load_collected(run_dir / "collect", space)                  # Parquet from `ems-ray collect`
     trained = train_predictors(data, PredictorConfig(), space, seed=0)  # FP, then transfer to quant
     save_predictors(trained, run_dir / "predictor")                    # fp.pt, quant.pt, metrics.json
+    spread = metrics_over_seeds(data, PredictorConfig(), space, 0, first=trained.metrics())  # test mean ± sd
 
 With Ray: `run_predictor_stage(cfg)` (the `ems-ray train-predictor` command), which runs one
 training in-process or, with `predictor.mode: tune`, a Ray Tune search (`tune_predictors`).
@@ -20,7 +21,7 @@ from ems_ray._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "._data": (
         "CollectedData", "CollectedDataError", "SampleSet", "load_collected", "samples_from_table",
-        "split_by_group",
+        "split_by_architecture", "split_by_group",
     ),
     "._files": (
         "PREDICTOR_FORMAT", "AccuracyPredictor", "PredictorFileError", "load_predictor", "read_predictor_metadata",
@@ -29,7 +30,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "._metrics": ("kendall_tau", "pair_counts", "pairwise_accuracy", "ranking_metrics", "rmse"),
     "._model": ("MLPPredictor", "transfer_to_quant"),
     "._synthetic": ("synthetic_accuracy", "synthetic_collection", "write_synthetic_collection"),
-    "._training": ("PhaseResult", "TrainedPredictors", "fit_phase", "predictor_loss", "train_predictors"),
+    "._training": ("PhaseResult", "TrainedPredictors", "fit_phase", "metrics_over_seeds", "predictor_loss",
+                   "report_seeds", "train_predictors"),
     ".config": ("PhaseTrainConfig", "PredictorConfig", "PredictorTuneConfig", "SearchDimension"),
     ".stage": ("load_run_predictors", "run_predictor_stage"),
     ".ray_tune": ("predictor_trainable", "tune_predictors"),

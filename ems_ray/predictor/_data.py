@@ -2,8 +2,8 @@
 
 Layout written by `ems_ray.collect`: `<collect_dir>/fp/*.parquet` and `<collect_dir>/quant/*.parquet`,
 one row per measured sub-net. Columns used here: `sample_id`, `genes` (the `Genome` row),
-`encoding_version`, `accuracy`, and optionally `kind`, `arch_id` (held-out splits keep every row
-of an architecture on one side), `scheme` and `supernet_sha256`.
+`encoding_version`, `accuracy`, and optionally `kind`, `arch_id` (the train / early-stopping / test
+splits keep every row of an architecture in one split), `scheme` and `supernet_sha256`.
 """
 from __future__ import annotations
 
@@ -184,3 +184,43 @@ def split_by_group(groups: np.ndarray, val_fraction: float, seed: int) -> tuple[
     is_val[order[:n_val]] = True
     mask = is_val[inverse]
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+TRAIN, EARLY_STOP, TEST = 0, 1, 2  # split labels of `split_by_architecture`
+
+
+def _architecture_draws(groups: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) number per group that depends only on (seed, group name)."""
+    return np.asarray([int.from_bytes(hashlib.blake2b(f"{seed}:{g}".encode(), digest_size=8).digest(), "big") / 2**64
+                       for g in groups.tolist()])
+
+
+def split_by_architecture(groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded (train, early-stopping, test) row indices; all rows of a group land in one split.
+
+    A group's split depends only on (seed, group name): its draw u < `test_fraction` is test,
+    u < `test_fraction + val_fraction` early-stopping, the rest train. So one architecture is in
+    the same split in the FP and the quantized sets (the transferred predictor's test
+    architectures were not in the FP training split either), whatever else either set holds.
+    A set so small that a split would be empty is cut by rank of the draws instead (exact counts,
+    at least one group each).
+    """
+    if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
+        raise InputError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be positive "
+                         "and sum to less than 1")
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    if len(uniq) < 3:
+        raise InputError(f"need at least 3 architectures for train, early-stopping and test splits, got {len(uniq)}")
+    draws = _architecture_draws(uniq, seed)
+    label = np.where(draws < test_fraction, TEST, np.where(draws < test_fraction + val_fraction, EARLY_STOP, TRAIN))
+    if len(np.unique(label)) < 3:
+        n = len(uniq)
+        n_test = min(max(1, round(test_fraction * n)), n - 2)
+        n_val = min(max(1, round(val_fraction * n)), n - 1 - n_test)
+        order = np.argsort(draws, kind="stable")
+        label[order] = TRAIN
+        label[order[:n_test]] = TEST
+        label[order[n_test:n_test + n_val]] = EARLY_STOP
+    rows = label[inverse]
+    return tuple(np.flatnonzero(rows == k) for k in (TRAIN, EARLY_STOP, TEST))

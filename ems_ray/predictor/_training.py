@@ -1,6 +1,11 @@
 """Training: one phase with early stopping (`fit_phase`), and FP pre-training followed by the
 quantization-aware phase (`train_predictors`). Pure PyTorch; the Tune adapter only observes.
 
+Three splits by architecture per phase: train (gradient steps), early-stopping (`val_*` metrics,
+which pick the best epoch and are optimistic for it) and test (`test_*` metrics, scored once on the
+kept weights: the figures to report). `metrics_over_seeds` repeats the training with further
+seeds, each with its own split, for the spread of the test metrics.
+
 Resumable: the `on_epoch` callback receives a `snapshot()` function whose result (plain tensors,
 numbers and lists, loadable with `weights_only=True`) can be passed back as `resume` to continue
 the same run where it stopped.
@@ -18,8 +23,9 @@ import torch.nn.functional as F
 
 from ems_ray.errors import InputError
 from ems_ray.space import Encoding, SearchSpace
+from ems_ray.stats import mean_sd
 
-from ._data import CollectedData, SampleSet, split_by_group
+from ._data import CollectedData, SampleSet, split_by_architecture
 from ._files import AccuracyPredictor
 from ._metrics import ranking_metrics
 from ._model import MLPPredictor, transfer_to_quant
@@ -46,7 +52,7 @@ def predictor_loss(pred: torch.Tensor, target: torch.Tensor, cfg: PhaseTrainConf
 @dataclass
 class PhaseResult:
     model: MLPPredictor  # the best epoch's weights
-    metrics: dict  # held-out metrics of the best epoch, plus counts
+    metrics: dict  # early-stopping split's metrics of the best epoch, plus counts
     history: list[dict] = field(default_factory=list)
 
 
@@ -132,14 +138,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 class PhaseData:
-    """A sample set encoded once and split (by architecture) into training and held-out rows."""
+    """A sample set encoded once and split by architecture into train, early-stopping and test rows."""
 
-    def __init__(self, samples: SampleSet, encoding: Encoding, fp_only: bool, val_fraction: float, seed: int,
-                 device: torch.device):
-        tr, va = split_by_group(samples.arch_id, val_fraction, seed)
+    def __init__(self, samples: SampleSet, encoding: Encoding, fp_only: bool, val_fraction: float,
+                 test_fraction: float, seed: int, device: torch.device):
+        tr, va, te = split_by_architecture(samples.arch_id, val_fraction, test_fraction, seed)
         x = torch.from_numpy(encoding.encode(samples.genes, fp_only=fp_only)).to(device)
         y = torch.from_numpy(samples.accuracy.astype(np.float32)).to(device)
-        self.train, self.val = (x[tr], y[tr]), (x[va], y[va])
+        self.train, self.val, self.test = (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
+        self.test_architectures = int(len(np.unique(samples.arch_id[te])))
+
+    def test_metrics(self, model: MLPPredictor) -> dict:
+        """`test_*` metrics of `model` (scored once, after training) and the test split's size."""
+        x, y = self.test
+        scores = ranking_metrics(y.cpu().numpy(), _predict(model, x))
+        return {**{f"test_{k}": v for k, v in scores.items()}, "test_rows": len(x),
+                "test_architectures": self.test_architectures}
 
 
 def build_fp_model(config: PredictorConfig, encoding: Encoding) -> MLPPredictor:
@@ -176,7 +190,7 @@ def train_predictors(data: CollectedData, config: PredictorConfig, space: Search
         elif fp_model is not None:
             fp_metrics = {}
         else:
-            fp_data = PhaseData(data.fp, encoding, True, config.fp.val_fraction, seed, device)
+            fp_data = PhaseData(data.fp, encoding, True, config.fp.val_fraction, config.test_fraction, seed, device)
             fp_model = build_fp_model(config, encoding).to(device)
             fp_model.set_target_scale(fp_data.train[1].mean(), fp_data.train[1].std())
 
@@ -185,13 +199,14 @@ def train_predictors(data: CollectedData, config: PredictorConfig, space: Search
                     on_epoch(record, lambda: {"phase": "fp", "fit": snapshot()})
 
             result = fit_phase(fp_model, fp_data.train, fp_data.val, config.fp, seed, fp_cb, fp_phase_resume, "fp")
-            fp_metrics, history = result.metrics, list(result.history)
+            fp_metrics, history = {**result.metrics, **fp_data.test_metrics(fp_model)}, list(result.history)
         fp = AccuracyPredictor(fp_model.cpu().eval(), space, "fp", {
             "metrics": fp_metrics, "training": config.fp.model_dump(mode="json"), "seed": seed})
         if len(data.quant) < 4:
             return TrainedPredictors(fp, None, history)
 
-        q_data = PhaseData(data.quant, encoding, False, config.quant.val_fraction, seed + 1, device)
+        # the same split seed as the FP phase: an architecture is in the same split in both sets
+        q_data = PhaseData(data.quant, encoding, False, config.quant.val_fraction, config.test_fraction, seed, device)
         if resume and resume["phase"] == "quant":
             q_model = build_quant_model(config, encoding, None, seed).to(device)
         else:
@@ -208,7 +223,35 @@ def train_predictors(data: CollectedData, config: PredictorConfig, space: Search
 
         q_resume = resume["fit"] if resume and resume["phase"] == "quant" else None
         result = fit_phase(q_model, q_data.train, q_data.val, config.quant, seed + 1, q_cb, q_resume, "quant")
+        q_metrics = {**result.metrics, **q_data.test_metrics(q_model)}
         quant = AccuracyPredictor(q_model.cpu().eval(), space, "quant", {
-            "metrics": result.metrics, "training": config.quant.model_dump(mode="json"), "seed": seed,
+            "metrics": q_metrics, "training": config.quant.model_dump(mode="json"), "seed": seed,
             "transfer": config.transfer, "quant_head_init": config.quant_head_init if config.transfer else None})
         return TrainedPredictors(fp, quant, history + result.history)
+
+
+REPORTED_METRICS = ("test_rmse", "test_kendall_tau", "test_pairwise_accuracy")
+REPORT_SEED_STRIDE = 1000  # report seed k is seed + k * stride, clear of the seed + 1, + 2 streams of a training
+
+
+def report_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of a report: the run's seed first (its predictors are the saved ones), then further ones."""
+    return [seed + k * REPORT_SEED_STRIDE for k in range(count)]
+
+
+def metrics_over_seeds(data: CollectedData, config: PredictorConfig, space: SearchSpace, seed: int,
+                       first: dict | None = None) -> dict:
+    """Mean and sd of the test metrics over `config.report_seeds` trainings (each seed its own split).
+
+    `first`: the run seed's `TrainedPredictors.metrics()` when already trained (not retrained).
+    Returns `{"seeds": [...], "fp": {metric: mean_sd}, "quant": {...} or None}`.
+    """
+    seeds = report_seeds(seed, config.report_seeds)
+    runs = [first] if first is not None else []
+    runs += [train_predictors(data, config, space, s).metrics() for s in seeds[len(runs):]]
+    out: dict = {"seeds": seeds}
+    for kind in ("fp", "quant"):
+        per_seed = [r[kind] for r in runs if r.get(kind)]
+        out[kind] = ({m: mean_sd([r[m] for r in per_seed]) for m in REPORTED_METRICS}
+                     if len(per_seed) == len(runs) and all(m in per_seed[0] for m in REPORTED_METRICS) else None)
+    return out

@@ -14,8 +14,9 @@ from ems_ray.errors import InputError
 class PhaseTrainConfig(BaseModel):
     """One training phase (FP pre-training or quantization-aware fine-tuning).
 
-    AdamW at a constant learning rate; after every epoch the held-out split is scored and training
-    stops when `monitor` has not improved for `patience` epochs; the best epoch's weights are kept.
+    AdamW at a constant learning rate; after every epoch the early-stopping split is scored and
+    training stops when `monitor` has not improved for `patience` epochs; the best epoch's weights
+    are kept. The reported metrics come from a third split, the test split (`test_fraction`).
     Losses are computed on targets standardised by the training set (for a transferred predictor:
     by the FP training set it inherits), so `huber_delta` is in target standard deviations.
     `rank` is MSE plus `rank_weight` times a pairwise logistic (RankNet) term over the batch's
@@ -33,7 +34,7 @@ class PhaseTrainConfig(BaseModel):
     huber_delta: float = Field(1.0, gt=0)
     rank_weight: float = Field(1.0, ge=0)
     monitor: Literal["val_rmse", "val_pairwise_accuracy"] = "val_rmse"
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share (split by architecture)")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="early-stopping share (split by architecture)")
 
 
 class SearchDimension(BaseModel):
@@ -95,7 +96,8 @@ class PredictorTuneConfig(BaseModel):
     })
 
 
-_NOT_SEARCHABLE = ("tune", "mode", "data_dir", "quant_scheme", "device", "threads")
+# run settings, and what defines the test split and its report (a search must not move the test set)
+_NOT_SEARCHABLE = ("tune", "mode", "data_dir", "quant_scheme", "device", "threads", "test_fraction", "report_seeds")
 
 
 class PredictorConfig(BaseModel):
@@ -105,6 +107,11 @@ class PredictorConfig(BaseModel):
     the encoding, summed into the first hidden layer. With `transfer` it starts as an exact copy of
     the trained FP predictor; `quant_head_init: zero` (default) makes it start as exactly the FP
     function, `small` adds N(0, 0.01) noise to the head instead.
+
+    Evaluation: the architectures are split three ways (train / early-stopping / test, see
+    `split_by_architecture`); the reported metrics are the test split's, and their spread over
+    `report_seeds` trainings (the run's seed and further ones, each with its own split) is reported
+    beside them. The saved predictors are the run seed's.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -124,6 +131,19 @@ class PredictorConfig(BaseModel):
     threads: PositiveInt | None = Field(None, description="torch threads (None: leave torch's default)")
     mode: Literal["single", "tune"] = Field("single", description="one run with these settings, or a Tune search")
     tune: PredictorTuneConfig = Field(default_factory=PredictorTuneConfig)
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of architectures held out for the "
+                                 "reported test metrics (never used for training or early stopping)")
+    report_seeds: PositiveInt = Field(3, description="trainings (seeds) the test metrics' mean and sd are over; "
+                                      "the first is the run's seed and gives the saved predictors")
+
+    @model_validator(mode="after")
+    def _splits_fit(self) -> PredictorConfig:
+        for phase in ("fp", "quant"):
+            val = getattr(self, phase).val_fraction
+            if val + self.test_fraction >= 1:
+                raise InputError(f"{phase}.val_fraction {val} + test_fraction {self.test_fraction} must be below 1 "
+                                 "(some architectures must be left to train on)")
+        return self
 
     @model_validator(mode="after")
     def _search_keys_valid(self) -> PredictorConfig:

@@ -4,9 +4,10 @@ One trial = FP pre-training then the quantization-aware phase, with one `tune.re
 (`phase`, `epoch`, `train_loss`, `val_rmse`, `val_kendall_tau`, `val_pairwise_accuracy`,
 `score`), a resumable checkpoint every `checkpoint_every` epochs, and a last report (`phase:
 final`) whose checkpoint holds the finished predictor files (fp.pt, quant.pt, metrics.json).
-`score` is the held-out pairwise accuracy of the phase's model; in the last report, that of the
-final predictor (the quantization-aware one when there is quantized data). The search ranks trials
-by the last report's `score`.
+`score` is the early-stopping split's pairwise accuracy of the phase's model; in the last report,
+that of the final predictor (the quantization-aware one when there is quantized data). The search
+ranks trials by the last report's `score`, never by the test split, so the chosen trial's `fp_test_*`
+and `quant_test_*` metrics (in the last report and its metrics.json) stay an unbiased estimate.
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
     <run_dir>/predictor/fp.pt          FP predictor
     <run_dir>/predictor/quant.pt       quantization-aware predictor (absent without quantized data)
-    <run_dir>/predictor/metrics.json   held-out metrics, settings, data summary, fingerprint
+    <run_dir>/predictor/metrics.json   metrics (early-stopping `val_*`, reported `test_*`), the test
+                                       metrics' mean ± sd over `report_seeds` trainings (`report`),
+                                       settings, data summary, fingerprint
 """
 from __future__ import annotations
 
@@ -18,14 +20,15 @@ from ems_ray.run_layout import RunLayout
 
 from ._data import CollectedData, load_collected
 from ._files import PREDICTOR_FILES, AccuracyPredictor, load_predictor, save_predictors
-from ._training import train_predictors
-from .config import PredictorConfig
+from ._training import metrics_over_seeds, train_predictors
+from .config import PredictorConfig, apply_overrides
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ems_ray.config import RunConfig
     from ems_ray.space import SearchSpace
+
 
 def load_run_predictors(run_dir: str | Path, space: SearchSpace | None = None
                         ) -> tuple[AccuracyPredictor, AccuracyPredictor | None]:
@@ -52,6 +55,29 @@ def _log_epoch(every: int):
                         f"val rmse {record['val_rmse']:.4f} tau {record['val_kendall_tau']:.3f} "
                         f"pairwise {record['val_pairwise_accuracy']:.3f} (best epoch {record['best_epoch']})")
     return log
+
+
+def _pm(stat: dict, spec: str) -> str:
+    sd = stat["sd"]
+    return format(stat["mean"], spec) + ("" if sd is None else f" ± {sd:{spec}}")
+
+
+def describe_report(summary: dict) -> list[str]:
+    """One line per predictor: test metrics (mean ± sd over the report's seeds), then the saved one's."""
+    lines = []
+    report = summary.get("report") or {}
+    for kind in ("fp", "quant"):
+        spread, saved = report.get(kind), (summary.get("metrics") or {}).get(kind)
+        if not spread or not saved:
+            continue
+        lines.append(
+            f"{kind}: test rmse {_pm(spread['test_rmse'], '.4f')}, "
+            f"kendall tau {_pm(spread['test_kendall_tau'], '.3f')}, "
+            f"pairwise accuracy {_pm(spread['test_pairwise_accuracy'], '.3f')} (mean ± sd over "
+            f"{len(report['seeds'])} seeds, {saved['test_architectures']} test architectures, never trained or "
+            f"early-stopped on); saved predictor (seed {report['seeds'][0]}): test pairwise "
+            f"{saved['test_pairwise_accuracy']:.3f}, early-stopping split {saved['val_pairwise_accuracy']:.3f}")
+    return lines
 
 
 def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
@@ -84,7 +110,8 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
              "config": pc.model_dump(mode="json")}
     if pc.mode == "single":
         trained = train_predictors(data, pc, space, cfg.seed, on_epoch=_log_epoch(10))
-        save_predictors(trained, out, {**extra, "seconds": round(time.perf_counter() - t0, 1)})
+        report = metrics_over_seeds(data, pc, space, cfg.seed, first=trained.metrics())
+        save_predictors(trained, out, {**extra, "report": report, "seconds": round(time.perf_counter() - t0, 1)})
     else:
         from ems_ray.ray_session import ray_session
 
@@ -99,13 +126,13 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
             if (best.checkpoint_dir / f).is_file():
                 shutil.copyfile(best.checkpoint_dir / f, out / f)
         summary_json = json.loads((out / "metrics.json").read_text())
-        summary_json.update(extra, seconds=round(time.perf_counter() - t0, 1), best_trial=best.trial_config,
-                            trials=best.trials)
+        # the spread of the chosen settings, retrained here with the further seeds (trials ran one each)
+        best_config = PredictorConfig.model_validate(apply_overrides(pc.model_dump(mode="json"), best.trial_config))
+        report = metrics_over_seeds(data, best_config, space, cfg.seed, first=summary_json["metrics"])
+        summary_json.update(extra, report=report, seconds=round(time.perf_counter() - t0, 1),
+                            best_trial=best.trial_config, trials=best.trials)
         (out / "metrics.json").write_text(json.dumps(summary_json, indent=1, sort_keys=True))
-    m = json.loads(metrics_file.read_text())["metrics"]
-    for kind in ("fp", "quant"):
-        if m.get(kind):
-            logger.info(f"[predictor] {kind:5s}: held-out rmse {m[kind]['val_rmse']:.4f}, kendall tau "
-                        f"{m[kind]['val_kendall_tau']:.3f}, pairwise accuracy {m[kind]['val_pairwise_accuracy']:.3f}")
+    for line in describe_report(json.loads(metrics_file.read_text())):
+        logger.info(line)
     logger.info(f"[predictor] wrote {out}")
     return out

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ems_ray.final.methods import FINAL_METHODS
 from ems_ray.run_layout import RunLayout
+from ems_ray.stats import NOISE_RULE, exceeds_noise
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,14 @@ def _plot_accuracy_latency(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((_num(r["latency_ms"]), _num(r["quant_test_accuracy"])) for r in rows
-                     if r["method"] == method and r["status"] == "done")
+        pts = sorted((_num(r["latency_ms"]), _num(r["quant_test_accuracy"]),
+                      _num(r.get("quant_test_accuracy_sd")) or 0.0)
+                     for r in rows if r["method"] == method and r["status"] == "done")
         if pts:
-            ax.plot(*zip(*pts), marker=MARKERS.get(method, "x"), label=method)
+            x, y, sd = zip(*pts)
+            ax.errorbar(x, y, yerr=sd, marker=MARKERS.get(method, "x"), capsize=3, label=method)
     ax.set_xlabel("latency (ms, BitFusion LUT)")
-    ax.set_ylabel("test accuracy (quantized)")
+    ax.set_ylabel("test accuracy (quantized, mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -94,22 +97,54 @@ def _plot_curves(curves: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _mean_sd(row: dict, column: str) -> str:
+    sd = _num(row.get(f"{column}_sd"))
+    return _fmt(row[column]) + ("" if sd is None else f" ± {sd:.4f}")
+
+
+def _seeds(row: dict) -> int:
+    n = _num(row.get("seeds"))
+    return 1 if n is None else int(n)  # summaries from before per-seed measurement: one each
+
+
+def reference_method(rows: list[dict]) -> str | None:
+    """What a budget's methods are compared with: `ems` (the paper's joint search) if it was measured,
+    else the first measured method."""
+    done = [r["method"] for r in rows if r["status"] == "done" and _num(r.get("quant_test_accuracy")) is not None]
+    return "ems" if "ems" in done else (done[0] if done else None)
+
+
+def noise_mark(row: dict, ref: dict) -> str:
+    """`row`'s mean quantized test accuracy minus `ref`'s, and whether that exceeds the noise (`NOISE_RULE`)."""
+    delta = _num(row["quant_test_accuracy"]) - _num(ref["quant_test_accuracy"])
+    verdict = exceeds_noise(_num(row["quant_test_accuracy"]), _num(row.get("quant_test_accuracy_sd")), _seeds(row),
+                            _num(ref["quant_test_accuracy"]), _num(ref.get("quant_test_accuracy_sd")), _seeds(ref))
+    label = {True: "**beyond noise**", False: "within noise", None: "no spread: 1 seed"}[verdict]
+    return f"{delta:+.4f} ({label})"
+
+
 def _final_section(rows: list[dict]) -> list[str]:
     lines = []
-    header = ["method", "predicted acc", "test acc (quant)", "test acc (float)", "latency (ms)", "energy (mJ)",
-              "BitOps (G)", "search (s)"]
     for budget in dict.fromkeys(r["budget"] for r in rows):
+        budget_rows = [r for r in rows if r["budget"] == budget]
+        ref_name = reference_method(budget_rows)
+        ref = next((r for r in budget_rows if r["method"] == ref_name), None)
+        header = ["method", "predicted acc", "test acc (quant)", f"Δ vs {ref_name or '–'}", "test acc (float)",
+                  "seeds", "latency (ms)", "energy (mJ)", "BitOps (G)", "search (s)"]
         lines += ["", f"### Budget `{budget}`", ""]
         body = []
-        for r in (r for r in rows if r["budget"] == budget):
+        for r in budget_rows:
             if r["status"] != "done":
-                body.append([r["method"], f"*{r['status']}*", *["–"] * 6])
+                body.append([r["method"], f"*{r['status']}*", *["–"] * 8])
                 continue
-            body.append([r["method"], _fmt(r["predicted_accuracy"]), _fmt(r["quant_test_accuracy"]),
-                         _fmt(r["fp_test_accuracy"]), _fmt(r["latency_ms"], ".4g"), _fmt(r["energy_mj"], ".4g"),
-                         _fmt(r["bitops"], ".4g", 1e9), _fmt(r["search_seconds"], ".1f")])
+            delta = "reference" if r is ref else noise_mark(r, ref)
+            body.append([r["method"], _fmt(r["predicted_accuracy"]), _mean_sd(r, "quant_test_accuracy"), delta,
+                         _mean_sd(r, "fp_test_accuracy"), str(_seeds(r)), _fmt(r["latency_ms"], ".4g"),
+                         _fmt(r["energy_mj"], ".4g"), _fmt(r["bitops"], ".4g", 1e9), _fmt(r["search_seconds"], ".1f")])
         lines += _table(header, body)
-    return lines
+    return lines + ["", "Test accuracies are mean ± sd over each sub-net's fine-tune seeds (`seeds` column; per-seed "
+                        "values in `final/summary.csv`). Δ: the method's mean quantized test accuracy minus the "
+                        f"reference's, same budget; {NOISE_RULE}."]
 
 
 def _gap_section(rows: list[dict]) -> list[str]:
