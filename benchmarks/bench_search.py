@@ -15,6 +15,7 @@ completed trial (start-up) and the steady rate after it, and a Markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ from ems_ray.hardware import build_lut
 from ems_ray.predictor import AccuracyPredictor, MLPPredictor, load_predictor
 from ems_ray.search import Budget, CandidateScorer, EvolutionConfig, SyntheticPredictor, cheapest_costs, \
     run_local_evolution
+from ems_ray.ray_session import local_ray
 from ems_ray.space import Encoding, Genome, resolve_space
 
 
@@ -96,7 +98,6 @@ def _timed_fit(make_tuner, env: dict[str, str]) -> tuple[float, float, float]:
 def tune_rates(n_trials: int) -> None:
     """Default-configured Tune against the configuration the search uses, and variants of it, in
     one Ray session on the same trainable and space; each row `n_trials` candidates."""
-    import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -105,7 +106,8 @@ def tune_rates(n_trials: int) -> None:
     from ems_ray.search.tune.experiments import _trial_name
 
     os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # the default run gets Tune's default loggers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    session = contextlib.ExitStack()
+    session.enter_context(local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False))
     space = resolve_space("fmnist-small")
     scorer = CandidateScorer(SyntheticPredictor(space), build_lut(space))
     lat = scorer.costs(Genome(space).sample(np.random.default_rng(0), 400))["latency_ms"]
@@ -150,7 +152,7 @@ def tune_rates(n_trials: int) -> None:
           "| --- | --- | --- | --- | --- |")
     for label, wall, first, steady in rows:
         print(f"| {label.strip()} | {n_trials / wall:.2f} | {first:.1f} | {steady:.2f} | {base / wall:.2f}x |")
-    ray.shutdown()
+    session.close()
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ems_ray.ray_session import local_ray
 from ems_ray.space import Genome, load_preset
 from ems_ray.supernet import ElasticSuperNet
 from ems_ray.train import PhaseConfig
@@ -64,8 +65,7 @@ def ray_train_images_per_s(steps: int, batch: int, threads: int) -> float:
         ray.train.report({"ips": ips})
 
     out = Path(tempfile.mkdtemp()) / "ips.txt"
-    ray.init(num_cpus=threads, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
-    try:
+    with local_ray(num_cpus=threads, include_dashboard=True, log_to_driver=False):
         trainer = TorchTrainer(
             loop, train_loop_config={"steps": steps, "batch": batch, "threads": threads, "out": str(out)},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
@@ -75,8 +75,6 @@ def ray_train_images_per_s(steps: int, batch: int, threads: int) -> float:
         if result.error is not None:
             raise RuntimeError(f"Ray Train run failed: {result.error}")
         return float(out.read_text())
-    finally:
-        ray.shutdown()
 
 
 def eval_images_per_s(batch: int, threads: int, reps: int = 20) -> tuple[float, float]:

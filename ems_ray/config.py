@@ -27,7 +27,7 @@ class ConfigError(InputError):
 
 
 class RayConfig(BaseModel):
-    """How to reach (or start) Ray. Local sessions bind the dashboard to localhost."""
+    """How to reach (or start) Ray. A local session listens on loopback only (ems_ray.ray_session)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -189,8 +189,11 @@ def main(argv: list[str]) -> int:
     # a private, short temp root: Ray's socket paths must stay under ~107 characters
     ray_tmp = tempfile.mkdtemp(prefix="emsc", dir="/tmp")
     os.environ["RAY_TMPDIR"] = ray_tmp
+    from ems_ray.ray_session import local_only_ray
+
     try:
-        result = {"kill-node": kill_node, "autoscale": autoscale}[scenario](work)
+        with local_only_ray():  # every node of the in-process cluster on 127.0.0.1, as a local run
+            result = {"kill-node": kill_node, "autoscale": autoscale}[scenario](work)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print("RESULT " + json.dumps(result, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))

@@ -11,15 +11,17 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A 2-CPU local Ray, started once and shut down after the last test."""
+    """A 2-CPU local Ray on loopback (as the pipeline starts it), started once and shut down
+    after the last test."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
+    from ems_ray.ray_session import local_ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    with local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False):
+        yield ray
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ command, and `ray job submit --working-dir .` leaves results and environments be
 from __future__ import annotations
 
 import copy
+import re
 import runpy
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "cluster" / "ems-ray-cluster.yaml"
 KUBERAY = REPO / "cluster" / "kuberay-rayjob.yaml"
 DOCKERFILE = REPO / "cluster" / "Dockerfile"
+CLUSTER_DOC = REPO / "docs" / "cluster.md"
 JOB_SCRIPTS = sorted(p for p in (REPO / "jobs").glob("*.py") if not p.name.startswith("_"))
 STAGE_COMMANDS = {"pipeline", "train-supernet", "collect", "train-predictor", "search", "compare-searchers",
                   "export"}
@@ -85,6 +87,29 @@ def test_launcher_installs_this_package_and_mounts_shared_storage(launcher):
     assert any("/mnt/shared:/mnt/shared" in o for o in launcher["docker"]["run_options"])
 
 
+def test_launcher_names_a_current_ami_per_node_type(launcher):
+    text = LAUNCHER.read_text()
+    for name, node_type in launcher["available_node_types"].items():
+        image = node_type["node_config"].get("ImageId", "")
+        # empty or latest_dlami: Ray 2.60 fills in its "Deep Learning AMI (Ubuntu 18.04) V71.0"
+        assert image and image.lower() != "latest_dlami", name
+        if image.startswith("resolve:ssm:"):  # EC2 resolves a public SSM parameter at launch
+            parameter = image.removeprefix("resolve:ssm:")
+            assert re.fullmatch(r"/aws/service/deeplearning/ami/x86_64/[a-z0-9.-]+-ubuntu-2[2-9]\.04/latest/ami-id",
+                                parameter), f"{name}: {parameter}"
+            assert f"--name {parameter}" in text, "the lookup command names the same parameter"
+        else:
+            assert re.fullmatch(r"ami-[0-9a-f]{8,17}", image), f"{name}: {image}"
+    assert "aws ssm get-parameter" in text
+
+
+def test_launcher_installs_the_nfs_client_before_mounting(launcher):
+    commands = launcher["initialization_commands"]
+    install = next(i for i, c in enumerate(commands) if "install" in c and "nfs-common" in c)
+    mount = next(i for i, c in enumerate(commands) if "mount -t nfs4" in c)
+    assert install < mount
+
+
 def test_launcher_images_carry_the_installed_ray(launcher):
     docker = launcher["docker"]
     for key in ("image", "head_image"):
@@ -128,6 +153,56 @@ def test_rayjob_gpu_workers_scale_from_zero(kuberay):
         assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"]  # Kubernetes requires it
 
 
+def test_rayjob_enables_token_authentication(kuberay):
+    cluster = kuberay["RayJob"]["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"]["mode"] == "token"  # KubeRay >= 1.5.1: Secret, env, operator's client
+    for name, pod in _pod_specs(cluster):
+        for c in pod["containers"]:  # an operator that dropped authOptions fails closed: no token, no start
+            assert {"name": "RAY_AUTH_MODE", "value": "token"} in c.get("env", []), name
+    doc = CLUSTER_DOC.read_text()
+    assert "authOptions" in doc and "RAY_AUTH_TOKEN=$(kubectl get secret" in doc  # how a user submits
+
+
+def _autoscaler_choice(cluster_spec: dict, demand: list[dict]) -> dict[str, int]:
+    """The worker pods Ray's autoscaler starts for `demand`, on the node types it derives from the
+    manifest as KubeRay's in-tree autoscaler does."""
+    from functools import partial
+
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+    from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
+    from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
+
+    config = _derive_autoscaling_config_from_ray_cr({"metadata": {"name": "ems-ray", "namespace": "default"},
+                                                     "spec": cluster_spec})
+    scorer = partial(_default_utilization_scorer, node_availability_summary=NodeAvailabilitySummary({}))
+    to_add, unmet = get_nodes_for(config["available_node_types"], {}, config["head_node_type"],
+                                  config["max_workers"], demand, scorer)
+    assert not unmet, unmet
+    return dict(to_add)
+
+
+def test_rayjob_cpu_only_trials_start_no_gpu_pod(kuberay):
+    cluster = kuberay["RayJob"]["spec"]["rayClusterSpec"]
+    cpu_groups = [g["groupName"] for g in cluster["workerGroupSpecs"] if _gpus(g) == 0]
+    assert cpu_groups, "a CPU worker group"
+    gpu_group = next(g["groupName"] for g in cluster["workerGroupSpecs"] if _gpus(g) > 0)
+    tune_trial = {"CPU": 0.01}  # fit_tune's trial resources (compare-searchers, search on Tune)
+    assert set(_autoscaler_choice(cluster, [tune_trial])) <= set(cpu_groups)
+    assert set(_autoscaler_choice(cluster, [{"CPU": 1}] * 8)) <= set(cpu_groups)  # predictor trials
+    assert set(_autoscaler_choice(cluster, [{"CPU": 8, "GPU": 1}])) == {gpu_group}
+    gpu_only = {**cluster, "workerGroupSpecs": [g for g in cluster["workerGroupSpecs"] if _gpus(g) > 0]}
+    assert set(_autoscaler_choice(gpu_only, [tune_trial])) == {gpu_group}  # what the CPU group prevents
+
+
+def test_rayjob_cluster_lifetime_matches_the_docs(kuberay):
+    spec = kuberay["RayJob"]["spec"]
+    ttl = spec["ttlSecondsAfterFinished"]
+    doc = " ".join(CLUSTER_DOC.read_text().split())
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert f"`ttlSecondsAfterFinished: {ttl}`" in doc
+    assert f"deleted {ttl // 60} minutes after the job ends" in doc and "deleted when the job ends" not in doc
+
+
 def test_rayjob_ray_version_is_the_installed_one(kuberay):
     cluster = kuberay["RayJob"]["spec"]["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__
@@ -159,6 +234,17 @@ def test_rayjob_entrypoint_runs_a_shipped_config_onto_the_shared_volume(kuberay,
 def test_rayjob_uploads_the_images_checkout(kuberay):
     working_dir = yaml.safe_load(kuberay["RayJob"]["spec"]["runtimeEnvYAML"])["working_dir"]
     assert working_dir == _dockerfile("WORKDIR")
+
+
+
+def test_dockerfile_gives_the_checkout_to_user_ray():
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines() if line.strip() and line[0] != "#"]
+    workdir = _dockerfile("WORKDIR")
+    made = next(i for i, line in enumerate(lines) if line.startswith("RUN") and workdir in line
+                and re.search(r"install -d -o ray -g users|chown ray:users", line))
+    assert made < lines.index(f"WORKDIR {workdir}")  # not left to the builder's WORKDIR
+    assert [line for line in lines if line.startswith("USER")][-1] == "USER ray"
+    assert all(line.startswith("COPY --chown=ray:users ") for line in lines if line.startswith("COPY"))
 
 
 # ---- job entry points -------------------------------------------------------------------------
