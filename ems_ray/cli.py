@@ -10,12 +10,25 @@ from pathlib import Path
 
 from ems_ray.errors import InputError
 from ems_ray.pipeline.stages import STAGE_NAMES
+from ems_ray.search.config import BUDGET_RULE
 from ems_ray.space import Encoding, preset_names, resolve_space
 
 
 def _overrides(args: argparse.Namespace, **config_keys: str) -> dict:
-    """Config overrides (dotted keys) from the command-line options that were given."""
-    return {key: getattr(args, option) for option, key in config_keys.items() if getattr(args, option)}
+    """Config overrides (dotted keys) from the command-line options that were given (a given 0 or
+    empty value is an override too, never "use the config's value")."""
+    return {key: getattr(args, option) for option, key in config_keys.items() if getattr(args, option) is not None}
+
+
+def positive_int(text: str) -> int:
+    """argparse type of count options: a whole number >= 1, so `--points 0` is an error, not the default."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), got {value}")
+    return value
 
 
 def _set_pairs(items: list[str] | None) -> dict:
@@ -161,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train-supernet", help="progressive-shrinking training on Ray Train")
     _add_config(train, "e.g. configs/fmnist-quick.yaml")
-    train.add_argument("--workers", type=int, help="override supernet.workers")
+    train.add_argument("--workers", type=positive_int, help="override supernet.workers")
     train.add_argument("--local", action="store_true", help="run in this process, without Ray")
     train.set_defaults(func=_cmd_train_supernet)
 
@@ -175,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("collect", help="measure sampled sub-nets into Parquet (FP or quantized)")
     collect.add_argument("kind", choices=["fp", "quant"], help="full-precision or quantized points")
     _add_config(collect, "its `collect` section")
-    collect.add_argument("--points", type=int, help="target number of points (default: collect.<kind>_points)")
+    collect.add_argument("--points", type=positive_int, help="target number of points (default: collect.<kind>_points)")
     collect.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
     collect.add_argument("--local", action="store_true", help="run in this process, without Ray")
     collect.set_defaults(func=_cmd_collect)
@@ -183,28 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("train-predictor", help="FP and quantization-aware accuracy predictors (transfer)")
     _add_config(pred, "its `predictor` section")
     pred.add_argument("--mode", choices=["single", "tune"], help="override predictor.mode: one run or a Ray Tune search")
-    pred.add_argument("--num-samples", type=int, help="override predictor.tune.num_samples")
+    pred.add_argument("--num-samples", type=positive_int, help="override predictor.tune.num_samples")
     pred.add_argument("--data", help="collected Parquet folder with fp/ and quant/ (default: <run_dir>/collect)")
     pred.add_argument("--force", action="store_true", help="retrain even if the run's predictors are up to date")
     pred.set_defaults(func=_cmd_train_predictor)
 
     search = sub.add_parser("search", help="best sub-net under a latency/energy/BitOps budget (predictor + LUT)")
     _add_config(search, "its `search` section")
-    search.add_argument("--budget", help="e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
-                                         "commas (default: search.budget)")
+    search.add_argument("--budget", help=f"e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
+                                         f"commas; each limit is {BUDGET_RULE} (default: search.budget)")
     search.add_argument("--algorithm", choices=["evolution", "tpe", "nsga2", "random"],
                         help="override search.algorithm")
     search.add_argument("--mode", choices=["local", "tune"],
                         help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
-    search.add_argument("--generations", type=int, help="override search.evolution.generations")
-    search.add_argument("--num-samples", type=int, help="override search.num_samples (Optuna searchers)")
+    search.add_argument("--generations", type=positive_int, help="override search.evolution.generations")
+    search.add_argument("--num-samples", type=positive_int, help="override search.num_samples (Optuna searchers)")
     search.set_defaults(func=_cmd_search)
 
     compare = sub.add_parser("compare-searchers", help="evolution vs TPE vs NSGA-II vs random at equal scored "
                                                        "candidates, on Ray Tune (table, curves, fronts)")
     _add_config(compare, "its `search` and `search.compare`")
-    compare.add_argument("--budget", help="e.g. latency=8.5ms (default: search.budget)")
-    compare.add_argument("--candidates", type=int, help="override search.compare.candidates (scored per algorithm)")
+    compare.add_argument("--budget", help=f"e.g. latency=8.5ms; as for `search` ({BUDGET_RULE}) "
+                                          "(default: search.budget)")
+    compare.add_argument("--candidates", type=positive_int, help="override search.compare.candidates (scored per algorithm)")
     compare.set_defaults(func=_cmd_compare_searchers)
 
     pipe = sub.add_parser("pipeline", help="every stage of a run, resumable, ending with a report")
@@ -228,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    try:
+        args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    except SystemExit as exc:  # argparse printed the usage error (2) or the help (0)
+        return int(exc.code or 0)
     try:
         args.func(args)
     except KeyboardInterrupt:
