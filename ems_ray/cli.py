@@ -14,10 +14,11 @@ from ems_ray.search.config import BUDGET_RULE
 from ems_ray.space import Encoding, preset_names, resolve_space
 
 
-def _overrides(args: argparse.Namespace, **config_keys: str) -> dict:
-    """Config overrides (dotted keys) from the command-line options that were given (a given 0 or
-    empty value is an override too, never "use the config's value")."""
-    return {key: getattr(args, option) for option, key in config_keys.items() if getattr(args, option) is not None}
+def _overrides(args: argparse.Namespace, **config_keys: str) -> dict[str, tuple]:
+    """Config overrides (dotted key -> value, option as given) from the command-line options that
+    were given (a given 0 or empty value is an override too, never "use the config's value")."""
+    return {key: (getattr(args, option), f"--{option.replace('_', '-')} {getattr(args, option)}")
+            for option, key in config_keys.items() if getattr(args, option) is not None}
 
 
 def positive_int(text: str) -> int:
@@ -31,16 +32,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _set_pairs(items: list[str] | None) -> dict:
-    """`--set key=value` options as dotted overrides; values are read as YAML (`2`, `true`, `[a]`)."""
-    import yaml
+def _set_pairs(items: list[str] | None) -> dict[str, tuple]:
+    """`--set key=value` options as dotted overrides (key -> value, option as given); values are
+    read as YAML (`2`, `true`, `[a]`), and one that is not YAML is blamed on its option."""
+    from ems_ray.space.yaml_model import read_yaml_text
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--set: expected key=value (e.g. run_dir=/mnt/runs/x), got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = (read_yaml_text(value, f"--set {item}"), f"--set {item}")
     return out
 
 
@@ -48,7 +50,9 @@ def config_from_args(args: argparse.Namespace, **config_keys: str):
     """The run config of `--config`, with `--set` pairs and the given options applied on top."""
     from ems_ray.config import load_run_config
 
-    return load_run_config(args.config, {**_set_pairs(args.set), **_overrides(args, **config_keys)})
+    given = {**_set_pairs(args.set), **_overrides(args, **config_keys)}
+    return load_run_config(args.config, {key: value for key, (value, _) in given.items()},
+                           origins={key: origin for key, (_, origin) in given.items()})
 
 
 def _add_config(parser: argparse.ArgumentParser, what: str) -> None:

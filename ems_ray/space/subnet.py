@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
@@ -48,6 +48,7 @@ class SubnetConfig(YamlModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    file_kind: ClassVar[str] = "sub-net file"
 
     space: str
     depths: list[PositiveInt]
