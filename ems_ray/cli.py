@@ -8,7 +8,7 @@ import traceback
 import time
 from pathlib import Path
 
-from ems_ray.errors import InputError
+from ems_ray.errors import InputError, validation_problems
 from ems_ray.pipeline.stages import STAGE_NAMES
 from ems_ray.search.config import BUDGET_RULE
 from ems_ray.space import Encoding, preset_names, resolve_space
@@ -256,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         # finished work is on disk (checkpoints, shards, results, the manifest): say how to go on
         print(f"ems-ray: {args.command} interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (InputError, ValidationError, FileNotFoundError) as exc:
+    except (InputError, FileNotFoundError) as exc:
         # configuration, option and data problems: one clear message, no traceback
         print(f"ems-ray: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a model built from input outside a config file: its fields, one line
+        print(f"ems-ray: error: invalid {exc.title}: {'; '.join(validation_problems(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug, not the user's input
         if debug:
