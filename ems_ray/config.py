@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ems_ray.collect.config import CollectConfig
 from ems_ray.data.config import DataConfig
@@ -63,6 +63,13 @@ class RunConfig(BaseModel):
             resolve_space(v)  # raises with the allowed preset names
         except FileNotFoundError as exc:
             raise InputError(str(exc)) from None
+        return v
+
+    @field_validator("supernet")
+    @classmethod
+    def _phases_fit_space(cls, v: SupernetTrainConfig, info: ValidationInfo) -> SupernetTrainConfig:
+        if "space" in info.data:  # an unknown space is reported on its own
+            v.check_space(resolve_space(info.data["space"]))
         return v
 
     def search_space(self) -> SearchSpace:
