@@ -97,7 +97,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from ems_ray.quant.stage import export_subnet
 
     cfg = config_from_args(args)
-    export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out))
+    export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out),
+                  force=args.force)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
@@ -186,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(export, "data, quantization recipe")
     export.add_argument("--subnet", required=True, help="sub-net config YAML (e.g. from `ems-ray search`)")
     export.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
-    export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet name>)")
+    export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet file stem>-<subnet digest>, "
+                                      "one per sub-net)")
+    export.add_argument("--force", action="store_true",
+                        help="replace an export of another sub-net in the output folder (refused otherwise)")
     export.set_defaults(func=_cmd_export)
 
     collect = sub.add_parser("collect", help="measure sampled sub-nets into Parquet (FP or quantized)")
