@@ -63,9 +63,12 @@ def run(tmp_path: Path) -> dict[str, Path]:
 
 
 def _error_line(capsys) -> str:
+    """The CLI's error: the last line on stderr (log lines such as the budget echo may come before)."""
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and "pydantic" not in err and "validation error for" not in err
-    return err
+    last = err.splitlines()[-1] if err else ""
+    assert last.startswith("ems-ray: error: ") and err.count("ems-ray: error: ") == 1, err
+    return last
 
 
 def _random_subnet(seed: int) -> SubnetConfig:
