@@ -9,26 +9,41 @@ import traceback
 from pathlib import Path
 
 from ems_ray.console import configure_logging
-from ems_ray.errors import InputError
+from ems_ray.errors import InputError, validation_problems
 from ems_ray.pipeline.stages import STAGE_NAMES
+from ems_ray.search.config import BUDGET_RULE
 from ems_ray.space import Encoding, preset_names, resolve_space
 
 
-def _overrides(args: argparse.Namespace, **config_keys: str) -> dict:
-    """Config overrides (dotted keys) from the command-line options that were given."""
-    return {key: getattr(args, option) for option, key in config_keys.items() if getattr(args, option)}
+def _overrides(args: argparse.Namespace, **config_keys: str) -> dict[str, tuple]:
+    """Config overrides (dotted key -> value, option as given) from the command-line options that
+    were given (a given 0 or empty value is an override too, never "use the config's value")."""
+    return {key: (getattr(args, option), f"--{option.replace('_', '-')} {getattr(args, option)}")
+            for option, key in config_keys.items() if getattr(args, option) is not None}
 
 
-def _set_pairs(items: list[str] | None) -> dict:
-    """`--set key=value` options as dotted overrides; values are read as YAML (`2`, `true`, `[a]`)."""
-    import yaml
+def positive_int(text: str) -> int:
+    """argparse type of count options: a whole number >= 1, so `--points 0` is an error, not the default."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), got {value}")
+    return value
+
+
+def _set_pairs(items: list[str] | None) -> dict[str, tuple]:
+    """`--set key=value` options as dotted overrides (key -> value, option as given); values are
+    read as YAML (`2`, `true`, `[a]`), and one that is not YAML is blamed on its option."""
+    from ems_ray.space.yaml_model import read_yaml_text
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--set: expected key=value (e.g. run_dir=/mnt/runs/x), got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = (read_yaml_text(value, f"--set {item}"), f"--set {item}")
     return out
 
 
@@ -36,7 +51,9 @@ def config_from_args(args: argparse.Namespace, **config_keys: str):
     """The run config of `--config`, with `--set` pairs and the given options applied on top."""
     from ems_ray.config import load_run_config
 
-    return load_run_config(args.config, {**_set_pairs(args.set), **_overrides(args, **config_keys)})
+    given = {**_set_pairs(args.set), **_overrides(args, **config_keys)}
+    return load_run_config(args.config, {key: value for key, (value, _) in given.items()},
+                           origins={key: origin for key, (_, origin) in given.items()})
 
 
 def _add_config(parser: argparse.ArgumentParser, what: str) -> None:
@@ -81,7 +98,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from ems_ray.quant.stage import export_subnet
 
     cfg = config_from_args(args)
-    export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out))
+    export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out),
+                  force=args.force)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
@@ -166,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train-supernet", help="progressive-shrinking training on Ray Train")
     _add_config(train, "e.g. configs/fmnist-quick.yaml")
-    train.add_argument("--workers", type=int, help="override supernet.workers")
+    train.add_argument("--workers", type=positive_int, help="override supernet.workers")
     train.add_argument("--local", action="store_true", help="run in this process, without Ray")
     train.set_defaults(func=_cmd_train_supernet)
 
@@ -174,13 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(export, "data, quantization recipe")
     export.add_argument("--subnet", required=True, help="sub-net config YAML (e.g. from `ems-ray search`)")
     export.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
-    export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet name>)")
+    export.add_argument("--out", help="output folder (default: <run_dir>/export/<subnet file stem>-<subnet digest>, "
+                                      "one per sub-net)")
+    export.add_argument("--force", action="store_true",
+                        help="replace an export of another sub-net in the output folder (refused otherwise)")
     export.set_defaults(func=_cmd_export)
 
     collect = sub.add_parser("collect", help="measure sampled sub-nets into Parquet (FP or quantized)")
     collect.add_argument("kind", choices=["fp", "quant"], help="full-precision or quantized points")
     _add_config(collect, "its `collect` section")
-    collect.add_argument("--points", type=int, help="target number of points (default: collect.<kind>_points)")
+    collect.add_argument("--points", type=positive_int, help="target number of points (default: collect.<kind>_points)")
     collect.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")
     collect.add_argument("--local", action="store_true", help="run in this process, without Ray")
     collect.set_defaults(func=_cmd_collect)
@@ -188,28 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("train-predictor", help="FP and quantization-aware accuracy predictors (transfer)")
     _add_config(pred, "its `predictor` section")
     pred.add_argument("--mode", choices=["single", "tune"], help="override predictor.mode: one run or a Ray Tune search")
-    pred.add_argument("--num-samples", type=int, help="override predictor.tune.num_samples")
+    pred.add_argument("--num-samples", type=positive_int, help="override predictor.tune.num_samples")
     pred.add_argument("--data", help="collected Parquet folder with fp/ and quant/ (default: <run_dir>/collect)")
     pred.add_argument("--force", action="store_true", help="retrain even if the run's predictors are up to date")
     pred.set_defaults(func=_cmd_train_predictor)
 
     search = sub.add_parser("search", help="best sub-net under a latency/energy/BitOps budget (predictor + LUT)")
     _add_config(search, "its `search` section")
-    search.add_argument("--budget", help="e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
-                                         "commas (default: search.budget)")
+    search.add_argument("--budget", help=f"e.g. latency=8.5ms, energy=12mJ, bitops=20G, or several joined by "
+                                         f"commas; each limit is {BUDGET_RULE} (default: search.budget)")
     search.add_argument("--algorithm", choices=["evolution", "tpe", "nsga2", "random"],
                         help="override search.algorithm")
     search.add_argument("--mode", choices=["local", "tune"],
                         help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
-    search.add_argument("--generations", type=int, help="override search.evolution.generations")
-    search.add_argument("--num-samples", type=int, help="override search.num_samples (Optuna searchers)")
+    search.add_argument("--generations", type=positive_int, help="override search.evolution.generations")
+    search.add_argument("--num-samples", type=positive_int, help="override search.num_samples (Optuna searchers)")
     search.set_defaults(func=_cmd_search)
 
     compare = sub.add_parser("compare-searchers", help="evolution vs TPE vs NSGA-II vs random at equal scored "
                                                        "candidates, on Ray Tune (table, curves, fronts)")
     _add_config(compare, "its `search` and `search.compare`")
-    compare.add_argument("--budget", help="e.g. latency=8.5ms (default: search.budget)")
-    compare.add_argument("--candidates", type=int, help="override search.compare.candidates (scored per algorithm)")
+    compare.add_argument("--budget", help=f"e.g. latency=8.5ms; as for `search` ({BUDGET_RULE}) "
+                                          "(default: search.budget)")
+    compare.add_argument("--candidates", type=positive_int, help="override search.compare.candidates (scored per algorithm)")
     compare.set_defaults(func=_cmd_compare_searchers)
 
     pipe = sub.add_parser("pipeline", help="every stage of a run, resumable, ending with a report")
@@ -244,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     argv, verbosity, debug = _global_flags(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage error (2) or the help (0)
+        return int(exc.code or 0)
     configure_logging(verbosity)
     try:
         args.func(args)
@@ -252,9 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         # finished work is on disk (checkpoints, shards, results, the manifest): say how to go on
         print(f"ems-ray: {args.command} interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (InputError, ValidationError, FileNotFoundError) as exc:
+    except (InputError, FileNotFoundError) as exc:
         # configuration, option and data problems: one clear message, no traceback
         print(f"ems-ray: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a model built from input outside a config file: its fields, one line
+        print(f"ems-ray: error: invalid {exc.title}: {'; '.join(validation_problems(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug, not the user's input
         if debug:

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ems_ray.collect.config import CollectConfig
 from ems_ray.data.config import DataConfig
 from ems_ray.dotted import set_dotted
-from ems_ray.errors import InputError
+from ems_ray.errors import InputError, validation_problems
 from ems_ray.final.config import FinalConfig
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.config import QuantRecipe
 from ems_ray.search.config import SearchConfig
 from ems_ray.space import SearchSpace, resolve_space
+from ems_ray.space.yaml_model import read_yaml_file
 from ems_ray.train.config import SupernetTrainConfig
 
 
@@ -65,33 +65,58 @@ class RunConfig(BaseModel):
             raise InputError(str(exc)) from None
         return v
 
+    @field_validator("supernet")
+    @classmethod
+    def _phases_fit_space(cls, v: SupernetTrainConfig, info: ValidationInfo) -> SupernetTrainConfig:
+        if "space" in info.data:  # an unknown space is reported on its own
+            v.check_space(resolve_space(info.data["space"]))
+        return v
+
     def search_space(self) -> SearchSpace:
         return resolve_space(self.space)
 
 
 def format_validation_error(err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}")
-    return lines
+    return validation_problems(err)
 
 
-def load_run_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
-    """Read and validate a run config; `overrides` are merged on top (dotted keys allowed)."""
+def _blamed(line_loc: tuple, origins: dict[str, str]) -> str | None:
+    """The option that set the field at `line_loc` (or a field above or below it), if any."""
+    loc = [str(p) for p in line_loc]
+    for key, origin in origins.items():
+        parts = key.split(".")
+        if loc and (parts[:len(loc)] == loc or loc[:len(parts)] == parts):
+            return origin
+    return None
+
+
+def load_run_config(path: str | Path, overrides: dict | None = None, origins: dict[str, str] | None = None
+                    ) -> RunConfig:
+    """Read and validate a run config; `overrides` are merged on top (dotted keys allowed).
+
+    `origins` says how the user gave each override (`--set seed=x`, `--generations 0`), so that a
+    bad one is blamed on that option, not on the config file."""
     path = Path(path)
+    overrides = overrides or {}
+    origins = {key: (origins or {}).get(key, f"override {key}") for key in overrides}
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        data = read_yaml_file(path, "config file") or {}
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
+    for key, value in overrides.items():
+        try:
+            set_dotted(data, key, value)
+        except InputError as exc:
+            raise ConfigError(f"{origins[key]}: {exc}") from None
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{path}: invalid config:\n  " + "\n  ".join(format_validation_error(err))) from None
+        lines = [(_blamed(e["loc"], origins), line) for e, line in zip(err.errors(), validation_problems(err))]
+        if all(origin for origin, _ in lines):
+            raise ConfigError("; ".join(f"{origin}: {line}" for origin, line in lines)) from None
+        raise ConfigError(f"{path}: invalid config:\n  " + "\n  ".join(
+            line + (f" (set by {origin})" if origin else "") for origin, line in lines)) from None

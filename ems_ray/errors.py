@@ -11,3 +11,14 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input, named: one line for the user, no traceback."""
+
+
+def validation_problems(err) -> list[str]:
+    """A pydantic `ValidationError` as one `field.path: message` line per problem, without
+    pydantic's type codes and links."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return lines

@@ -13,7 +13,7 @@ Each stage, the pipeline's stage table, the manifest and the CLI's defaults take
     <run_dir>/predictor/{fp,quant}.pt          the predictors; metrics.json beside them
     <run_dir>/search/<budget>/                 best.yaml + result.json of `ems-ray search`
     <run_dir>/compare/<budget>/                `ems-ray compare-searchers`
-    <run_dir>/export/<name>/                   `ems-ray export`
+    <run_dir>/export/<stem>-<digest>/          `ems-ray export`: one folder per sub-net (file stem, digest)
     <run_dir>/final/                           final models per budget and method, summary.csv, run.json
     <run_dir>/report/report.md                 the report and its plots
 

@@ -9,7 +9,7 @@ import torch
 
 from ems_ray.cli import main
 from ems_ray.data import DataConfig, build_splits, make_loader
-from ems_ray.space import Genome, load_preset
+from ems_ray.space import Genome, SubnetConfig, load_preset
 from ems_ray.supernet import ElasticSuperNet
 from ems_ray.supernet.checkpoint import save_supernet
 from ems_ray.quant import QuantRecipe, quantize_subnet
@@ -49,9 +49,10 @@ def test_export_command_end_to_end(tmp_path, capsys):
     )
     pytest.importorskip("onnxruntime")
     assert main(["export", "--config", str(config), "--subnet", str(subnet)]) == 0
-    sidecar = json.loads((run_dir / "export" / "best" / "model.json").read_text())
+    out = run_dir / "export" / f"best-{SubnetConfig.from_yaml(subnet).digest()}"  # one folder per sub-net
+    sidecar = json.loads((out / "model.json").read_text())
     assert sidecar["hardware"]["latency_ms"] > 0 and set(sidecar["metrics"]) == {"val_acc_fp", "val_acc_quant"}
-    assert (run_dir / "export" / "best" / "model.onnx").is_file()
+    assert (out / "model.onnx").is_file()
     # a sub-net for another space fails before any work, with the field named
     other = load_preset("apq-imagenet")
     Genome(other).to_config(Genome(other).smallest()[0]).to_yaml(subnet)

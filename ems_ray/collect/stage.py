@@ -67,7 +67,9 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     if kind not in KINDS:
         raise InputError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
     cc = cfg.collect
-    target = int(points or cc.points(kind))
+    target = cc.points(kind) if points is None else points
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise InputError(f"points: {target!r} not allowed; give a positive whole number of points to collect")
     space = cfg.search_space()
     store = ShardStore(collect_folder(cfg, kind))
     store.prepare()

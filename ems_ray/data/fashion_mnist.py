@@ -6,6 +6,7 @@ them in /usr/share/datasets/fashion-mnist) and torchvision's `<root>/FashionMNIS
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,11 @@ _IDX_DTYPE_UBYTE = 0x08
 def read_idx(path: str | Path) -> np.ndarray:
     """An idx file (optionally gzipped) as a uint8 array of its declared shape."""
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, OSError, zlib.error) as exc:  # truncated, damaged or not gzip at all
+        raise DataFormatError(f"{path}: cannot be read ({exc}); the file is truncated or damaged, "
+                              "replace it with the original") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_DTYPE_UBYTE:
         raise DataFormatError(f"{path}: not an unsigned-byte idx file (bad magic number)")
     ndim = raw[3]

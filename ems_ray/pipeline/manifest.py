@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ems_ray.artifacts import update_sha256, write_atomic
@@ -60,6 +60,21 @@ class StageRecord:
     error: str | None = None
 
 
+def _stage_record(entry: object, where: str) -> StageRecord:
+    """A manifest entry as a `StageRecord`; one with other keys than a record's is not ours."""
+    expected = [f.name for f in fields(StageRecord)]
+    if not isinstance(entry, dict):
+        problem = f"a {type(entry).__name__}, not a mapping"
+    else:
+        unknown, missing = sorted(set(entry) - set(expected)), [k for k in expected if k not in entry]
+        problem = "; ".join(f"{what} key(s) {keys}" for what, keys in (("unknown", unknown), ("missing", missing))
+                            if keys)
+    if problem:
+        raise ManifestError(f"{where} is not a stage record ({problem}; a record has {expected}); move the "
+                            "manifest aside to rebuild it (finished stages are then re-checked, not redone)")
+    return StageRecord(**entry)
+
+
 class Manifest:
     """The run's stage records, saved atomically after every change."""
 
@@ -78,8 +93,9 @@ class Manifest:
                                 "rebuild it (finished stages are then re-checked, not redone)") from exc
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ManifestError(f"{self.path} is not an ems-ray run manifest (expected format {FORMAT})")
-        for entry in blob.get("stages", []):
-            self.stages[entry["name"]] = StageRecord(**entry)
+        for index, entry in enumerate(blob.get("stages", [])):
+            record = _stage_record(entry, f"{self.path}: stages[{index}]")
+            self.stages[record.name] = record
 
     def save(self) -> None:
         blob = {"format": FORMAT, "config_name": self.config_name, "updated": time.time(),

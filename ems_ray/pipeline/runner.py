@@ -77,9 +77,9 @@ def run_pipeline(cfg: RunConfig, only: Iterable[str] | None = None, force: bool 
     all_stages, stages = stages, select_stages(only, stages)
     preflight(cfg)
     run_dir = Path(cfg.run_dir)
+    manifest = Manifest(run_dir, cfg.name)  # an unreadable manifest fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     RunLayout.of(cfg).config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    manifest = Manifest(run_dir, cfg.name)
     t0 = time.perf_counter()
     session = contextlib.nullcontext()
     if use_ray:

@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ),
     "._scoring": (
         "CandidateScorer", "InfeasibleBudgetError", "SyntheticPredictor", "check_feasible", "cheapest_costs",
-        "format_cost", "gene_names", "pareto_front", "within",
+        "costliest_costs", "format_cost", "gene_names", "pareto_front", "within",
     ),
     ".config": ("ALGORITHMS", "Budget", "CompareConfig", "EvolutionConfig", "SearchConfig"),
     ".compare": ("run_compare_stage",),

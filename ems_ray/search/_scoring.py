@@ -5,6 +5,7 @@ and one LUT gather.
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -17,6 +18,8 @@ from .config import BUDGET_UNITS, Budget
 
 if TYPE_CHECKING:
     from ems_ray.hardware import CostTable
+
+logger = logging.getLogger(__name__)
 
 COST_KEYS = ("latency_ms", "energy_mj", "macs", "bitops")
 _UNIT_OF = {score_key: (unit, scale) for score_key, unit, scale in BUDGET_UNITS.values()}
@@ -82,6 +85,25 @@ def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.asarray(front, dtype=np.int64)
 
 
+def _extreme_costs(table: CostTable, smallest: bool) -> dict[str, float]:
+    """The smallest (or largest) latency, energy, MACs and BitOps any sub-net can have: every
+    stage at its fewest (most) blocks, each active block at its own cheapest (dearest) choices."""
+    genome = table.genome
+    space = table.space
+    pick_depth, reduce = (np.argmin, np.min) if smallest else (np.argmax, np.max)
+    base = np.zeros((1, genome.width), dtype=np.int16)
+    for s, stage in enumerate(space.stages):
+        base[0, s] = int(pick_depth(stage.depth_choices))
+    base_costs = table.score(base)
+    total = {k: float(base_costs[k][0]) for k in COST_KEYS}
+    active = genome.active(base)[0]
+    for slot in np.flatnonzero(active):
+        costs = table.score(genome.slot_variants(base, slot))
+        for k in COST_KEYS:
+            total[k] += float(reduce(costs[k]) - base_costs[k][0])
+    return total
+
+
 def cheapest_costs(table: CostTable) -> dict[str, float]:
     """The smallest latency, energy, MACs and BitOps any sub-net of the table's space can have.
 
@@ -89,24 +111,19 @@ def cheapest_costs(table: CostTable) -> dict[str, float]:
     depth of every stage) with every active block at its own cheapest (kernel, width, bits): each
     block's choices are enumerated exhaustively, which stays exact even where the cheapest choice is
     not the smallest (6-bit runs at 8-bit speed, for one)."""
-    genome = table.genome
-    space = table.space
-    base = np.zeros((1, genome.width), dtype=np.int16)
-    for s, stage in enumerate(space.stages):
-        base[0, s] = int(np.argmin(stage.depth_choices))
-    base_costs = table.score(base)
-    total = {k: float(base_costs[k][0]) for k in COST_KEYS}
-    active = genome.active(base)[0]
-    for slot in np.flatnonzero(active):
-        costs = table.score(genome.slot_variants(base, slot))
-        for k in COST_KEYS:
-            total[k] += float(costs[k].min() - base_costs[k][0])
-    return total
+    return _extreme_costs(table, smallest=True)
+
+
+def costliest_costs(table: CostTable) -> dict[str, float]:
+    """The largest latency, energy, MACs and BitOps any sub-net can have (as `cheapest_costs`, the
+    other way round): a limit above it constrains nothing."""
+    return _extreme_costs(table, smallest=False)
 
 
 def check_feasible(table: CostTable, budget: Budget) -> dict[str, float]:
     """Raise `InfeasibleBudgetError` naming the cheapest possible cost when a limit is below it;
-    returns the cheapest costs."""
+    returns the cheapest costs. Logs the budget as applied, and any limit that constrains nothing."""
+    logger.info("budget: %s", budget.applied())
     cheapest = cheapest_costs(table)
     problems = [
         f"{_NAME_OF[key]} budget {format_cost(key, limit)} is below the cheapest possible "
@@ -116,6 +133,11 @@ def check_feasible(table: CostTable, budget: Budget) -> dict[str, float]:
     if problems:
         raise InfeasibleBudgetError(
             f"budget {budget.describe()} is infeasible for search space '{table.space.name}': " + "; ".join(problems))
+    costliest = costliest_costs(table)
+    for key, limit in budget.limits().items():
+        if limit >= costliest[key]:
+            logger.warning("%s budget %s is above the costliest sub-net of '%s' (%s): it constrains nothing",
+                           _NAME_OF[key], format_cost(key, limit), table.space.name, format_cost(key, costliest[key]))
     return cheapest
 
 

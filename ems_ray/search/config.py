@@ -1,10 +1,12 @@
 """Configuration of the hardware-aware search (the `search:` section of a run config) and budgets.
 
 A budget caps one or more LUT costs; it is written `latency=8.5ms`, `energy=12mJ`, `bitops=20G`,
-or several joined by commas (`latency=8.5ms,energy=12mJ`).
+or several joined by commas (`latency=8.5ms,energy=12mJ`). A bare number is in the LUT's own
+unit (ms, mJ, BitOps), so `bitops=5e9` is `bitops=5G`; limits must be positive and finite.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal, get_args
 
@@ -15,13 +17,29 @@ from ems_ray.errors import InputError
 Algorithm = Literal["evolution", "tpe", "nsga2", "random"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
-# budget key -> (LUT score key, unit written after the number, scale from that unit to the score's)
+# budget key -> (LUT score key, unit it is written and shown in, scale from that unit to the score's)
 BUDGET_UNITS = {
     "latency": ("latency_ms", "ms", 1.0),
     "energy": ("energy_mj", "mJ", 1.0),
     "bitops": ("bitops", "G", 1e9),
 }
-_ITEM = re.compile(r"^\s*(\w+)\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+# unit suffixes `parse` reads, per budget key, with their scale to the LUT's unit (lower case)
+_SUFFIXES = {
+    "latency": {"ms": 1.0},
+    "energy": {"mj": 1.0},
+    "bitops": {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12},
+}
+# the unit a bare number is in: the LUT's own (ms, mJ, BitOps), the unit the limit is applied in
+BARE_UNITS = {"latency": "ms", "energy": "mJ", "bitops": "BitOps"}
+BUDGET_RULE = ("a number with a unit suffix (latency=8.5ms, energy=12mJ, bitops=20G; bitops also K, M, T) "
+               "or a bare number in the LUT's own unit (milliseconds, millijoules, BitOps: bitops=5e9 is 5G)")
+_ITEM = re.compile(r"^\s*(\w+)\s*=\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _short(value: float) -> str:
+    """The shortest text that reads back as `value` (`8.5`, `20`, `1.5e-05`)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 class Budget(BaseModel):
@@ -29,9 +47,9 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    latency_ms: float | None = Field(None, gt=0)
-    energy_mj: float | None = Field(None, gt=0)
-    bitops: float | None = Field(None, gt=0, description="BitOps (not giga)")
+    latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    energy_mj: float | None = Field(None, gt=0, allow_inf_nan=False)
+    bitops: float | None = Field(None, gt=0, allow_inf_nan=False, description="BitOps (not giga)")
 
     @model_validator(mode="after")
     def _not_empty(self) -> Budget:
@@ -41,19 +59,26 @@ class Budget(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> Budget:
-        """`latency=8.5ms`, `energy=12mJ`, `bitops=20G`, or several joined by commas."""
+        """`latency=8.5ms`, `energy=12mJ`, `bitops=20G`, or several joined by commas; see `BUDGET_RULE`."""
         values: dict[str, float] = {}
         for item in filter(None, (p.strip() for p in str(text).split(","))):
             m = _ITEM.match(item)
             if not m or m.group(1).lower() not in BUDGET_UNITS:
                 raise InputError(f"budget: cannot read '{item}'; write latency=8.5ms, energy=12mJ or bitops=20G")
-            key, unit_given = m.group(1).lower(), m.group(3)
-            score_key, unit, scale = BUDGET_UNITS[key]
-            if unit_given and unit_given.lower() != unit.lower():
-                raise InputError(f"budget: {key} is given in {unit}, not '{unit_given}' (e.g. {key}=10{unit})")
+            key, number, unit_given = m.group(1).lower(), m.group(2), m.group(3)
+            score_key, unit, _ = BUDGET_UNITS[key]
+            scale = _SUFFIXES[key].get(unit_given.lower()) if unit_given else 1.0
+            if scale is None:
+                allowed = ", ".join(sorted({u for u in _SUFFIXES[key]}))
+                raise InputError(f"budget: {key} is given in {unit}, not '{unit_given}' (e.g. {key}=10{unit}; "
+                                 f"suffixes read: {allowed}; a bare number is in {BARE_UNITS[key]})")
             if score_key in values:
                 raise InputError(f"budget: {key} given twice")
-            values[score_key] = float(m.group(2)) * scale
+            value = float(number) * scale
+            if not math.isfinite(value) or value <= 0:
+                raise InputError(f"budget: {key}={number}{unit_given} must be a positive finite number "
+                                 f"(e.g. {key}=10{unit})")
+            values[score_key] = value
         if not values:
             raise InputError("budget: empty; write latency=8.5ms, energy=12mJ or bitops=20G")
         return cls(**values)
@@ -62,17 +87,22 @@ class Budget(BaseModel):
         """LUT score key -> upper bound, for the bounded costs only."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
+    def _bounds(self) -> list[tuple[str, str, str]]:
+        """(key, value in its unit, unit) of every bounded cost, in `BUDGET_UNITS` order."""
+        return [(key, _short(getattr(self, score_key) / scale), unit)
+                for key, (score_key, unit, scale) in BUDGET_UNITS.items() if getattr(self, score_key) is not None]
+
     def describe(self) -> str:
         """The budget as `parse` reads it, e.g. `latency=8.5ms,bitops=20G`."""
-        parts = []
-        for key, (score_key, unit, scale) in BUDGET_UNITS.items():
-            value = getattr(self, score_key)
-            if value is not None:
-                parts.append(f"{key}={value / scale:g}{unit}")
-        return ",".join(parts)
+        return ",".join(f"{key}={value}{unit}" for key, value, unit in self._bounds())
+
+    def applied(self) -> str:
+        """The limits as the search applies them: `latency ≤ 8.5 ms, bitops ≤ 20 GBitOps`."""
+        return ", ".join(f"{key} ≤ {value} {'GBitOps' if key == 'bitops' else unit}"
+                         for key, value, unit in self._bounds())
 
     def slug(self) -> str:
-        """A folder name for this budget: `latency-8.5ms_bitops-20G`."""
+        """A folder name for this budget, one per distinct budget: `latency-8.5ms_bitops-20G`."""
         return self.describe().replace("=", "-").replace(",", "_")
 
 

@@ -6,7 +6,7 @@ Everything else (the super network, the encoding, the hardware LUT) derives its 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, PositiveInt, field_validator, model_validator
 
@@ -104,6 +104,8 @@ def conv_out(resolution: int, stride: int) -> int:
 
 class SearchSpace(_Frozen):
     """MobileNetV2-style space: fixed stem, fixed first block, searchable stages, fixed head."""
+
+    file_kind: ClassVar[str] = "search-space file"
 
     name: str
     image_channels: PositiveInt = 3

@@ -1,8 +1,10 @@
 """Sub-network configs: one point of the joint architecture × pruning × quantization space."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
@@ -48,10 +50,17 @@ class SubnetConfig(YamlModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    file_kind: ClassVar[str] = "sub-net file"
 
     space: str
     depths: list[PositiveInt]
     blocks: list[BlockConfig]
+
+    def digest(self) -> str:
+        """sha256 (12 hex digits) of the config's canonical JSON: names its exports, so two
+        different sub-nets never share a folder."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @classmethod
     def from_yaml(cls, source: str | Path, space: SearchSpace | None = None) -> SubnetConfig:

@@ -11,7 +11,7 @@ from ems_ray.errors import InputError
 if TYPE_CHECKING:  # numpy and the genome load when a phase samples, not when a config loads
     import numpy as np
 
-    from ems_ray.space import Genome
+    from ems_ray.space import Genome, SearchSpace
 
 
 class PhaseConfig(BaseModel):
@@ -106,6 +106,17 @@ class SupernetTrainConfig(BaseModel):
         if v[0].distill:
             raise InputError("phases[0] trains the teacher (the full network): set distill: false")
         return v
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Every phase's `depth_levels` must be within the space's depth choices: 0 (all) up to the
+        most choices any stage has; more would silently mean "all"."""
+        most = max(len(stage.depth_choices) for stage in space.stages)
+        for i, phase in enumerate(self.phases):
+            if phase.depth_levels > most:
+                raise InputError(
+                    f"phases.{i}.depth_levels: {phase.depth_levels} ('{phase.name}') is beyond the depth choices of "
+                    f"search space '{space.name}' (at most {most} per stage: "
+                    f"{[stage.depth_choices for stage in space.stages]}); allowed values: 0 (all) to {most}")
 
     @property
     def total_epochs(self) -> int:
