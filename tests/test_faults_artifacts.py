@@ -18,10 +18,10 @@ import pytest
 import torch
 import yaml
 
-from ems_ray.artifacts import digest_path
+from ems_ray.artifacts import DamagedArtifactError, digest_path
 from ems_ray.cli import main
 from ems_ray.collect import ShardStore
-from ems_ray.hardware import build_lut
+from ems_ray.hardware import CostTable, build_lut
 from ems_ray.pipeline import Manifest, path_digest
 from ems_ray.predictor import load_predictor, synthetic_collection
 from ems_ray.predictor._files import PredictorFileError
@@ -175,6 +175,9 @@ def test_a_lut_with_edited_values_is_not_used(good_run, tmp_path, capsys):
     assert _cli(run, "search", "--budget", "latency=0.5ms") == 2
     _assert_named_and_kept(capsys, before, run, lut, "is damaged", "rebuild")
     assert not (run / "search").exists()
+    with pytest.raises(DamagedArtifactError, match="refusing to replace"):  # no writer replaces it either
+        CostTable.load(RunLayout(good_run).lut, SPACE).save(lut)
+    assert _hashes(run) == before
 
 
 def test_a_shard_with_a_damaged_data_page_is_named_by_collection_and_predictor(good_run, tmp_path, capsys):
