@@ -62,6 +62,7 @@ def ensure_logging(verbosity: int = 0) -> None:
         return
     if logging.getLogger().handlers:
         logger.setLevel(verbosity_level(verbosity))
+        logger.propagate = True
         return
     configure_logging(verbosity)
 

@@ -1,7 +1,6 @@
 """Data collection without Ray: sampling plans, the Parquet store, the evaluation worker, the stage."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,7 +9,7 @@ import torch
 
 from ems_ray.cli import main
 from ems_ray.collect import (
-    COLLECT_SCHEMA, FP_BITS, CollectError, CorruptShardError, SamplingPlan, ShardStore, choose_device,
+    COLLECT_SCHEMA, FP_BITS, CollectError, CorruptShardError, SamplingPlan, ShardStore, choose_device, write_shard,
     read_points, run_collect_stage,
 )
 from ems_ray.hardware import build_lut
@@ -92,8 +91,8 @@ def test_store_writes_atomically_and_never_twice(tmp_path):
     assert raw.schema.remove_metadata().equals(COLLECT_SCHEMA)
     assert sorted(raw.column("sample_id").to_pylist()) == [1, 2, 3, 4, 5]
     assert ShardStore(tmp_path / "fp").scan() == {1, 2, 3, 4, 5}
-    # a duplicate that got in anyway (e.g. a copied shard) is dropped on read
-    shutil.copy(first, first.with_name("part-000000001-000000003-copy.parquet"))
+    # a duplicate that got in anyway (e.g. a shard of a retried batch) is dropped on read
+    write_shard(tmp_path / "fp", to_table(_rows([3, 1, 2])))
     assert pq.read_table(tmp_path / "fp").num_rows == 8
     assert read_points(tmp_path / "fp").column("sample_id").to_pylist() == [1, 2, 3, 4, 5]
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ems_ray.artifacts import write_artifact
 from ems_ray.hardware import (
     BitFusionConfig, BitFusionModel, CostTable, CostTableError, build_lut, enumerate_layers, fixed_layers,
     subnet_layers,
@@ -134,6 +136,13 @@ def test_progress_bar_build():
 
 
 # ----- files ----------------------------------------------------------------------------------
+def _write_with_digest(table, path):
+    """A table written as `CostTable.save` writes one (with its digest), whatever its contents."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return write_artifact(path, sink.getvalue().to_pybytes())
+
+
 def test_parquet_round_trip(fmnist, tmp_path):
     space, table = fmnist
     path = table.save(tmp_path / "lut.parquet")
@@ -149,8 +158,7 @@ def test_parquet_round_trip(fmnist, tmp_path):
 
 
 def test_load_rejects_a_corrupt_file(tmp_path, fmnist):
-    path = tmp_path / "junk.parquet"
-    path.write_bytes(b"PAR1 this is not parquet at all")
+    path = write_artifact(tmp_path / "junk.parquet", b"PAR1 this is not parquet at all")
     with pytest.raises(CostTableError, match="not a readable Parquet"):
         CostTable.load(path, fmnist[0])
     good = fmnist[1].save(tmp_path / "good.parquet")
@@ -182,28 +190,28 @@ def test_load_rejects_tables_of_an_older_model(tmp_path, fmnist):
     a config written before a field existed would be read back with today's default for it."""
     arrow = fmnist[1].to_arrow()
     meta = fmnist[1].metadata()
-    pq.write_table(arrow.replace_schema_metadata({METADATA_KEY: json.dumps({**meta, "format_version": 1})}),
+    _write_with_digest(arrow.replace_schema_metadata({METADATA_KEY: json.dumps({**meta, "format_version": 1})}),
                    tmp_path / "v1.parquet")
     with pytest.raises(CostTableError, match="format v1.*rebuild"):
         CostTable.load(tmp_path / "v1.parquet", fmnist[0])
     old_config = {k: v for k, v in meta["hardware_config"].items() if k != "load_partial_sums"}
     stale = {**meta, "hardware_config": old_config, "hardware_hash": "0123456789abcdef"}
-    pq.write_table(arrow.replace_schema_metadata({METADATA_KEY: json.dumps(stale)}), tmp_path / "stale.parquet")
+    _write_with_digest(arrow.replace_schema_metadata({METADATA_KEY: json.dumps(stale)}), tmp_path / "stale.parquet")
     with pytest.raises(CostTableError, match="another model version"):
         CostTable.load(tmp_path / "stale.parquet", fmnist[0], config=BitFusionConfig())
 
 
 def test_load_rejects_missing_entries_and_bad_metadata(tmp_path, fmnist):
     arrow = fmnist[1].to_arrow()
-    pq.write_table(arrow.slice(0, len(arrow) - 1), tmp_path / "short.parquet")
+    _write_with_digest(arrow.slice(0, len(arrow) - 1), tmp_path / "short.parquet")
     with pytest.raises(CostTableError, match="lacks 1 entries"):
         CostTable.load(tmp_path / "short.parquet", fmnist[0])
-    pq.write_table(arrow.replace_schema_metadata({}), tmp_path / "bare.parquet")
+    _write_with_digest(arrow.replace_schema_metadata({}), tmp_path / "bare.parquet")
     with pytest.raises(CostTableError, match="no ems-ray cost-table metadata"):
         CostTable.load(tmp_path / "bare.parquet", fmnist[0])
-    pq.write_table(arrow.replace_schema_metadata({METADATA_KEY: b"{not json"}), tmp_path / "meta.parquet")
+    _write_with_digest(arrow.replace_schema_metadata({METADATA_KEY: b"{not json"}), tmp_path / "meta.parquet")
     with pytest.raises(CostTableError, match="metadata is corrupt"):
         CostTable.load(tmp_path / "meta.parquet", fmnist[0])
-    pq.write_table(arrow.drop_columns(["energy_mj"]), tmp_path / "cols.parquet")
+    _write_with_digest(arrow.drop_columns(["energy_mj"]), tmp_path / "cols.parquet")
     with pytest.raises(CostTableError, match="columns missing"):
         CostTable.load(tmp_path / "cols.parquet", fmnist[0])

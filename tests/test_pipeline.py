@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ems_ray.artifacts import write_artifact
 from ems_ray.config import ConfigError, RunConfig, load_run_config
 from ems_ray.pipeline import Manifest, ManifestError, Stage, path_digest, run_pipeline
 from ems_ray.pipeline.runner import preflight
@@ -132,9 +133,12 @@ def test_corrupt_manifest_fails_clearly(tmp_path, no_preflight):
     cfg = _cfg(tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="no content digest"):
+        run_pipeline(cfg, use_ray=False, stages=_fake_stages([]))
+    write_artifact(tmp_path / "run" / "manifest.json", "{not json")
     with pytest.raises(ManifestError, match="cannot read the run manifest"):
         run_pipeline(cfg, use_ray=False, stages=_fake_stages([]))
-    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"format": "other"}))
+    write_artifact(tmp_path / "run" / "manifest.json", json.dumps({"format": "other"}))
     with pytest.raises(ManifestError, match="not an ems-ray run manifest"):
         Manifest(cfg.run_dir, cfg.name)
 

@@ -16,6 +16,8 @@ from ems_ray.predictor import (
     metrics_over_seeds, ranking_metrics, report_seeds, samples_from_table, split_by_architecture, split_by_group,
     synthetic_accuracy, synthetic_collection, train_predictors, transfer_to_quant, write_synthetic_collection,
 )
+from ems_ray.artifacts import save_artifact, write_artifact
+from ems_ray.collect import read_points, write_shard
 from ems_ray.predictor.config import apply_overrides
 from ems_ray.space import Encoding, Genome, load_preset
 
@@ -258,16 +260,19 @@ def test_save_load_roundtrip_and_validation(trained, tmp_path):
     with pytest.raises(PredictorFileError, match="not found"):
         load_predictor(tmp_path / "missing.pt")
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(PredictorFileError, match="no content digest"):
+        load_predictor(tmp_path / "other.pt")
+    save_artifact(tmp_path / "other.pt", {"something": torch.zeros(1)})
     with pytest.raises(PredictorFileError, match="not an ems-ray predictor file"):
         load_predictor(tmp_path / "other.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    write_artifact(tmp_path / "junk.pt", b"not a torch file")
     with pytest.raises(PredictorFileError, match="cannot read"):
         load_predictor(tmp_path / "junk.pt")
     blob = torch.load(path, weights_only=True)
     meta = json.loads(blob["metadata"])
     meta["encoding_version"] = "onehot-v0"
     blob["metadata"] = json.dumps(meta)
-    torch.save(blob, tmp_path / "old.pt")
+    save_artifact(tmp_path / "old.pt", blob)
     with pytest.raises(PredictorFileError, match="encoding 'onehot-v0'.*retrain"):
         load_predictor(tmp_path / "old.pt", SPACE)
 
@@ -281,8 +286,8 @@ def test_predictor_rejects_model_of_wrong_dims():
 def test_load_collected_parquet_and_dedupe(tmp_path, tables):
     write_synthetic_collection(tmp_path / "collect", SPACE, 60, 30, seed=1)
     # a second shard repeating some rows (as a retried batch could), plus a hidden temporary file
-    again = pq.read_table(tmp_path / "collect" / "fp" / "part-0.parquet").slice(0, 10)
-    pq.write_table(again, tmp_path / "collect" / "fp" / "part-1.parquet")
+    again = read_points(tmp_path / "collect" / "fp").slice(0, 10).sort_by([("sample_id", "descending")])
+    write_shard(tmp_path / "collect" / "fp", again)
     pq.write_table(again, tmp_path / "collect" / "fp" / ".part-2.parquet.tmp.parquet")
     data = load_collected(tmp_path / "collect", SPACE)
     assert len(data.fp) == 60 and len(data.quant) == 30
@@ -302,8 +307,7 @@ def test_wrong_encoding_version_and_width_fail_clearly(tmp_path, tables):
     other_fp, _ = synthetic_collection(load_preset("apq-imagenet"), 20, 0)
     with pytest.raises(CollectedDataError, match="gene rows have .* entries, search space 'fmnist-small' needs"):
         samples_from_table(other_fp, SPACE, "fp")
-    (tmp_path / "c" / "fp").mkdir(parents=True)
-    pq.write_table(other_fp, tmp_path / "c" / "fp" / "part-0.parquet")
+    write_shard(tmp_path / "c" / "fp", other_fp)
     with pytest.raises(CollectedDataError, match="another search space"):
         load_collected(tmp_path / "c", SPACE)
     with pytest.raises(CollectedDataError, match="missing columns"):

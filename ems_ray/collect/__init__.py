@@ -14,7 +14,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".config": ("KINDS", "ActorResources", "CollectConfig"),
     ".plan": ("FP_BITS", "PLAN_VERSION", "PlannedSamples", "SamplingPlan"),
     ".schema": ("COLLECT_FORMAT", "COLLECT_SCHEMA", "to_table"),
-    ".shards": ("CollectError", "CorruptShardError", "ShardStore", "dedupe", "read_points"),
+    ".shards": ("CollectError", "CorruptShardError", "ShardStore", "dedupe", "read_points", "read_shard",
+                "write_shard"),
     ".stage": ("CollectSummary", "collect_folder", "file_sha256", "run_collect_stage"),
     ".worker": ("EvaluationWorker", "WorkerSpec", "choose_device"),
 })

@@ -1,28 +1,34 @@
 """Collected points on disk: a folder of Parquet shards, each written atomically, one per batch.
 
-Shard names carry the batch's sample-id range and a hash of its content
-(`part-<first>-<last>-<hash>.parquet`); a shard is written to a hidden temporary file in the same
-folder and renamed, so a crash leaves either the whole shard or nothing (pyarrow and Ray Data skip
-names starting with "." or "_"). The folder reads as one table with `pyarrow.parquet.read_table`
-or `ray.data.read_parquet`; `read_points` also drops duplicate sample ids as a last guard.
+Shard names carry the batch's sample-id range and the digest of the file's bytes
+(`part-<first>-<last>-<sha256, first 12 hex digits>.parquet`): the digest lives in the name rather
+than in a `.sha256` file beside it (as other artifacts have, see `ems_ray.artifacts`) so the folder
+still reads as one table with `pyarrow.parquet.read_table` or `ray.data.read_parquet`, and a shard
+is still written with one rename. Every reader here (`scan`, `read_points`, `read_shard`) hashes
+the bytes it parses, so a damaged page is named before its rows are used. A shard is written to a
+hidden temporary file in the same folder and renamed, so a crash leaves either the whole shard or
+nothing (pyarrow and Ray Data skip names starting with "." or "_"); `read_points` also drops
+duplicate sample ids as a last guard.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ems_ray.artifacts import write_atomic
+from ems_ray.artifacts import digest_problem, sha256_hex, write_atomic
 from ems_ray.errors import InputError
 
 from .schema import COLLECT_FORMAT, COLLECT_SCHEMA
 
 SHARD_GLOB = "part-*.parquet"
+SHARD_NAME = re.compile(r"part-(\d+)-(\d+)-([0-9a-f]{12,64})\.parquet")
+DIGEST_CHARS = 12  # of the sha256 in a shard's name: a random change matches with odds 2^-48
 MANIFEST = "_plan.json"
 
 
@@ -35,8 +41,53 @@ class CorruptShardError(CollectError):
 
     def __init__(self, path: Path, reason: str):
         self.path = path
-        super().__init__(f"corrupt collection shard {path}: {reason}. Move or delete this file (its points "
-                         "are measured again on the next run), or collect into another run_dir")
+        super().__init__(f"collection shard {path}: {reason}. {_recover(path)}")
+
+
+def _recover(path: Path) -> str:
+    """What to do about a bad shard: only its own points need measuring again."""
+    match = SHARD_NAME.fullmatch(path.name)
+    ids = f" (sample ids {int(match[1])}..{int(match[2])})" if match else ""
+    kind = f" {path.parent.name}" if path.parent.name in ("fp", "quant") else ""
+    return (f"Shard {path.name} only: delete it (or move it aside) and re-run `ems-ray collect{kind}` to "
+            f"re-measure its points{ids}; the other shards are kept")
+
+
+def shard_name(table: pa.Table, data: bytes) -> str:
+    """`part-<first>-<last>-<digest>.parquet` of a shard's rows and Parquet bytes."""
+    ids = table.column("sample_id").to_numpy()
+    return f"part-{ids.min():09d}-{ids.max():09d}-{sha256_hex(data)[:DIGEST_CHARS]}.parquet"
+
+
+def write_shard(folder: str | Path, table: pa.Table) -> Path:
+    """Write `table` as one shard of `folder`, named by its sample ids and digest, atomically."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    return write_atomic(Path(folder) / shard_name(table, data), data)
+
+
+def read_shard(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """One shard's rows (or `columns` of them), after checking its bytes against the digest in its
+    name and its columns against the collection schema; CorruptShardError names it otherwise."""
+    path = Path(path)
+    match = SHARD_NAME.fullmatch(path.name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptShardError(path, f"cannot read it ({exc.strerror or exc})") from None
+    problem = digest_problem(data, match and match[3], "its name" if match
+                             else "its name is not part-<first>-<last>-<sha256 prefix>.parquet")
+    if problem:
+        raise CorruptShardError(path, problem)
+    try:
+        schema = pq.read_schema(pa.BufferReader(data))
+        table = pq.read_table(pa.BufferReader(data), columns=columns)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise CorruptShardError(path, f"{exc.__class__.__name__}: {exc}") from None
+    if not schema.remove_metadata().equals(COLLECT_SCHEMA):
+        raise CorruptShardError(path, "its columns do not match the collection schema")
+    return table
 
 
 class ShardStore:
@@ -81,17 +132,11 @@ class ShardStore:
         return sorted(self.folder.glob(SHARD_GLOB)) if self.folder.is_dir() else []
 
     def scan(self) -> set[int]:
-        """Validate every shard (readable, right schema) and return the sample ids already done."""
+        """Verify every shard (its whole bytes against the digest in its name, its schema) and
+        return the sample ids already done."""
         done: set[int] = set()
         for path in self.shard_files():
-            try:
-                schema = pq.read_schema(path)
-                ids = pq.read_table(path, columns=["sample_id"]).column("sample_id").to_numpy()
-            except Exception as exc:  # pyarrow raises several types for damaged files
-                raise CorruptShardError(path, f"{exc.__class__.__name__}: {exc}") from None
-            if not schema.remove_metadata().equals(COLLECT_SCHEMA):
-                raise CorruptShardError(path, "its columns do not match the collection schema")
-            done.update(ids.tolist())
+            done.update(read_shard(path, ["sample_id"]).column("sample_id").to_numpy().tolist())
         self._done = done
         return set(done)
 
@@ -111,13 +156,8 @@ class ShardStore:
         if not keep.any():
             return None
         table = table.filter(pa.array(keep)).sort_by("sample_id").cast(COLLECT_SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        data = sink.getvalue().to_pybytes()
-        ids = table.column("sample_id").to_numpy()
-        name = f"part-{ids[0]:09d}-{ids[-1]:09d}-{hashlib.sha256(data).hexdigest()[:12]}.parquet"
-        path = write_atomic(self.folder / name, data)
-        self._done.update(ids.tolist())
+        path = write_shard(self.folder, table)
+        self._done.update(table.column("sample_id").to_numpy().tolist())
         return path
 
 
@@ -126,9 +166,8 @@ def read_points(folder: str | Path) -> pa.Table:
     store = ShardStore(folder)
     if not store.folder.is_dir():
         raise CollectError(f"no collected points at {store.folder}")
-    store.scan()
     files = store.shard_files()
-    table = pa.concat_tables([pq.read_table(p) for p in files]).cast(COLLECT_SCHEMA) if files \
+    table = pa.concat_tables([read_shard(p) for p in files]).cast(COLLECT_SCHEMA) if files \
         else COLLECT_SCHEMA.empty_table()
     return dedupe(table)
 

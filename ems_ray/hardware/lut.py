@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ems_ray.artifacts import read_verified, write_artifact
 from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace, resolve_space, space_fingerprint
 from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
@@ -42,7 +43,11 @@ SCORE_KEYS = ("latency_ms", "energy_mj", "macs", "bitops")
 
 
 class CostTableError(InputError):
-    """A cost table that cannot be used: unreadable, built for another space/hardware, or incomplete."""
+    """A cost table that cannot be used: damaged, unreadable, built for another space/hardware, or incomplete."""
+
+
+RECOVER = ("move it aside and re-run to rebuild it (`ems-ray lut build`; a run rebuilds its "
+           "`<run_dir>/lut.parquet` on first use)")
 
 
 def space_hash(space: SearchSpace) -> str:
@@ -202,21 +207,23 @@ class CostTable:
         return table.replace_schema_metadata({METADATA_KEY: json.dumps(self.metadata()).encode()})
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(self.to_arrow(), path)
-        return path
+        """Write the Parquet table and its digest (`<path>.sha256`) atomically."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(self.to_arrow(), sink)
+        return write_artifact(path, sink.getvalue().to_pybytes())
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | str, config: BitFusionConfig | None = None) -> CostTable:
         """Read a table saved by `save`, checking that it belongs to `space` (and to `config`, when
-        given) and holds every entry the space needs; CostTableError says what is wrong."""
+        given), holds every entry the space needs and matches its digest; CostTableError says what
+        is wrong."""
         space = resolve_space(space)
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"cost table not found: {path}")
+        data = read_verified(path, "cost table", CostTableError, RECOVER)
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError, ValueError) as e:
             raise CostTableError(f"{path}: not a readable Parquet cost table ({e})") from e
         raw = (table.schema.metadata or {}).get(METADATA_KEY)

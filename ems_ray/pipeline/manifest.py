@@ -5,7 +5,9 @@ A stage entry is written `running` before the stage starts and `done` (or `faile
 driver killed mid-stage leaves `running`, which a re-run treats as unfinished (the stage itself
 resumes from its own checkpoints or shards). Entries record digests of the stage's inputs and
 outputs and a fingerprint of its settings; a `done` stage is skipped only when its fingerprint
-matches and its outputs still hash to what was recorded.
+matches and its outputs still hash to what was recorded (the runner then also reads them back
+with their own readers). The manifest itself is written with its digest (`manifest.json.sha256`)
+and verified when read.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ems_ray.artifacts import update_sha256, write_atomic
+from ems_ray.artifacts import read_verified, update_sha256, write_artifact
 from ems_ray.errors import InputError
 from ems_ray.run_layout import RunLayout
 
@@ -24,7 +26,10 @@ FORMAT = "ems-ray-manifest-v1"
 
 
 class ManifestError(InputError):
-    """An unreadable or foreign manifest file."""
+    """A damaged, unreadable or foreign manifest file."""
+
+
+RECOVER = "move it aside to rebuild it (finished stages are then re-checked, not redone)"
 
 
 def path_digest(path: Path) -> str | None:
@@ -86,11 +91,11 @@ class Manifest:
             self._read()
 
     def _read(self) -> None:
+        data = read_verified(self.path, "run manifest", ManifestError, RECOVER)
         try:
-            blob = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"cannot read the run manifest {self.path}: {exc}; move it aside to "
-                                "rebuild it (finished stages are then re-checked, not redone)") from exc
+            blob = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"cannot read the run manifest {self.path}: {exc}; {RECOVER}") from exc
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ManifestError(f"{self.path} is not an ems-ray run manifest (expected format {FORMAT})")
         for index, entry in enumerate(blob.get("stages", [])):
@@ -100,7 +105,7 @@ class Manifest:
     def save(self) -> None:
         blob = {"format": FORMAT, "config_name": self.config_name, "updated": time.time(),
                 "stages": [asdict(r) for r in self.stages.values()]}
-        write_atomic(self.path, json.dumps(blob, indent=1))
+        write_artifact(self.path, json.dumps(blob, indent=1))
 
     def record(self, name: str) -> StageRecord:
         return self.stages.setdefault(name, StageRecord(name))

@@ -2,7 +2,8 @@
 
 Checks that can fail cheaply (config, data, budgets) run before any stage, so a bad input never
 costs a training run. A stage is skipped when the manifest says it finished with the same settings
-and inputs and its outputs are unchanged; otherwise it is called, and resumes from its own state.
+and inputs, its outputs are unchanged and they read back and verify (a damaged one fails, named);
+otherwise it is called, and resumes from its own state.
 """
 from __future__ import annotations
 
@@ -91,7 +92,9 @@ def run_pipeline(cfg: RunConfig, only: Iterable[str] | None = None, force: bool 
             fingerprint, inputs = stage_fingerprint(stage, cfg, all_stages)
             head = f"[pipeline] {i}/{len(stages)} {stage.name}"
             if not force and manifest.is_current(stage.name, fingerprint):
-                log(f"{head}: done earlier, inputs and settings unchanged: skipped")
+                if stage.check is not None:
+                    stage.check(cfg)  # the reader's named error for a damaged output; nothing is rewritten
+                log(f"{head}: done earlier, inputs and settings unchanged, outputs verified: skipped")
                 continue
             previous = manifest.stages.get(stage.name)
             resumed = " (resuming an unfinished attempt)" if previous and previous.status in ("running", "failed") else ""

@@ -34,6 +34,9 @@ class Stage:
     settings: Callable[[RunConfig], dict]  # the config the stage's result depends on
     outputs: Callable[[RunConfig], list[str]]
     after: tuple[str, ...] = ()  # stages whose outputs are this stage's inputs
+    # reads the outputs back with their own readers, which verify their digests: a stage is done only
+    # when this passes (it raises the reader's named error for a damaged file)
+    check: Callable[[RunConfig], object] | None = None
 
 
 def _dump(model) -> dict:
@@ -50,6 +53,35 @@ def _run_lut(cfg: RunConfig, use_ray: bool) -> None:
     table = build_lut(cfg.search_space())
     table.save(RunLayout.of(cfg).lut)
     logger.info(table.summary())
+
+
+def _check_lut(cfg: RunConfig) -> None:
+    from ems_ray.hardware import CostTable
+
+    CostTable.load(RunLayout.of(cfg).lut, cfg.search_space())
+
+
+def _check_supernet(cfg: RunConfig) -> None:
+    from ems_ray.supernet.checkpoint import read_supernet_file
+
+    read_supernet_file(RunLayout.of(cfg).supernet)
+
+
+def _check_collected(kind: str) -> Callable[[RunConfig], None]:
+    def check(cfg: RunConfig) -> None:
+        from ems_ray.collect import ShardStore
+
+        ShardStore(RunLayout.of(cfg).collected(kind)).scan()
+    return check
+
+
+def _check_predictors(cfg: RunConfig) -> None:
+    from ems_ray.predictor import load_run_predictors
+    from ems_ray.predictor._files import read_predictor_summary
+
+    layout = RunLayout.of(cfg)
+    read_predictor_summary(layout.predictor_metrics)
+    load_run_predictors(layout.root, cfg.search_space())
 
 
 def _supernet_settings(cfg: RunConfig) -> dict:
@@ -130,15 +162,17 @@ def _outputs(paths: Callable[[RunLayout, RunConfig], list[Path]]) -> Callable[[R
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("lut", _run_lut, lambda cfg: {"space": cfg.space}, _outputs(lambda run, cfg: [run.lut])),
-    Stage("supernet", _run_supernet, _supernet_settings, _outputs(lambda run, cfg: [run.supernet])),
+    Stage("lut", _run_lut, lambda cfg: {"space": cfg.space}, _outputs(lambda run, cfg: [run.lut]), check=_check_lut),
+    Stage("supernet", _run_supernet, _supernet_settings, _outputs(lambda run, cfg: [run.supernet]),
+          check=_check_supernet),
     Stage("collect-fp", _collect("fp"), _collect_settings("fp"), _outputs(lambda run, cfg: [run.collected("fp")]),
-          ("supernet",)),
+          ("supernet",), _check_collected("fp")),
     Stage("collect-quant", _collect("quant"), _collect_settings("quant"),
-          _outputs(lambda run, cfg: [run.collected("quant")]), ("supernet",)),
+          _outputs(lambda run, cfg: [run.collected("quant")]), ("supernet",), _check_collected("quant")),
     Stage("predictor", _run_predictor,
           lambda cfg: {"seed": cfg.seed, "predictor": cfg.predictor.model_dump(mode="json", exclude={"threads"})},
-          _outputs(lambda run, cfg: [run.predictor("fp"), run.predictor("quant")]), ("collect-fp", "collect-quant")),
+          _outputs(lambda run, cfg: [run.predictor("fp"), run.predictor("quant")]), ("collect-fp", "collect-quant"),
+          _check_predictors),
     Stage("search", _run_search,
           lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budgets": [b.describe() for b in run_budgets(cfg)]},
           _outputs(lambda run, cfg: [run.search(b) / "best.yaml" for b in run_budgets(cfg)]), ("lut", "predictor")),

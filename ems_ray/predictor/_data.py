@@ -139,13 +139,16 @@ def samples_from_table(table, space: SearchSpace, kind: str, source: str = "tabl
 
 
 def _read_dir(path: Path):
-    import pyarrow.dataset as ds
+    """Every shard under `path`, each verified against its digest (CorruptShardError names a bad one)."""
+    import pyarrow as pa
+
+    from ems_ray.collect.shards import read_shard
 
     # hidden/underscore names are temporary or bookkeeping files (as pyarrow and Ray Data skip them)
     files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
     if not files:
         return None
-    return ds.dataset([str(f) for f in files], format="parquet").to_table()
+    return pa.concat_tables([read_shard(f) for f in files])
 
 
 def load_collected(collect_dir: str | Path, space: SearchSpace, quant_scheme: int | None = None) -> CollectedData:

@@ -2,7 +2,8 @@
 
 File format (`torch.save`, read back with `weights_only=True`): a dict with `format`, `state_dict`
 (tensors only) and `metadata` (a JSON string: encoding version, search-space name, fingerprint
-and YAML, input dims, network hyper-parameters, training settings, metrics).
+and YAML, input dims, network hyper-parameters, training settings, metrics). Its digest is
+recorded beside it (`fp.pt.sha256`) and checked on every load.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ems_ray.artifacts import read_artifact, save_artifact
+from ems_ray.artifacts import read_artifact, read_verified, remove_artifact, save_artifact, write_artifact
 from ems_ray.errors import InputError
 from ems_ray.space import ENCODING_VERSION, Encoding, SearchSpace, resolve_space
 from ems_ray.space import space_fingerprint
@@ -28,7 +29,10 @@ KINDS = ("fp", "quant")
 
 
 class PredictorFileError(InputError):
-    """A predictor file that is missing, unreadable, or made for another space or encoding."""
+    """A predictor file that is missing, damaged, unreadable, or made for another space or encoding."""
+
+
+RECOVER = "move it aside and re-run `ems-ray train-predictor` to train it again"
 
 
 class AccuracyPredictor:
@@ -112,7 +116,7 @@ def read_predictor_metadata(path: str | Path) -> dict:
 
 def _read(path: Path) -> tuple[dict, dict]:
     blob = read_artifact(path, PREDICTOR_FORMAT, "predictor file", PredictorFileError,
-                         "run `ems-ray train-predictor` first")
+                         "run `ems-ray train-predictor` first", RECOVER)
     return blob["state_dict"], json.loads(blob["metadata"])
 
 
@@ -148,7 +152,21 @@ def load_predictor(path: str | Path, space: SearchSpace | str | Path | None = No
     return AccuracyPredictor(model, saved_space, meta["kind"], extra).to(device)
 
 
-PREDICTOR_FILES = ("fp.pt", "quant.pt", "metrics.json")  # what a predictor folder holds
+PREDICTOR_FILES = ("fp.pt", "quant.pt", "metrics.json")  # what a predictor folder holds (each with its digest)
+
+
+def read_predictor_summary(path: str | Path) -> dict:
+    """The verified `metrics.json` of a predictor folder (metrics, settings, fingerprint)."""
+    path = Path(path)
+    data = read_verified(path, "predictor summary", PredictorFileError, RECOVER)
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise PredictorFileError(f"predictor summary {path} is not JSON ({exc}); {RECOVER}") from exc
+
+
+def write_predictor_summary(path: str | Path, summary: dict) -> Path:
+    return write_artifact(path, json.dumps(summary, indent=1, sort_keys=True))
 
 
 def save_predictors(trained: TrainedPredictors, out_dir: str | Path, extra: dict | None = None) -> Path:
@@ -159,7 +177,6 @@ def save_predictors(trained: TrainedPredictors, out_dir: str | Path, extra: dict
     if trained.quant is not None:
         trained.quant.save(out_dir / "quant.pt")
     else:
-        (out_dir / "quant.pt").unlink(missing_ok=True)
-    summary = {"metrics": trained.metrics(), **(extra or {})}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+        remove_artifact(out_dir / "quant.pt")
+    write_predictor_summary(out_dir / "metrics.json", {"metrics": trained.metrics(), **(extra or {})})
     return out_dir

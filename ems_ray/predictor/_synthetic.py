@@ -97,11 +97,12 @@ def synthetic_collection(space: SearchSpace, n_fp: int, n_quant: int, seed: int 
 
 def write_synthetic_collection(collect_dir: str | Path, space: SearchSpace, n_fp: int, n_quant: int,
                                seed: int = 0, noise: float = 0.004) -> Path:
-    """Write `<collect_dir>/fp/part-0.parquet` and `<collect_dir>/quant/part-0.parquet`."""
-    import pyarrow.parquet as pq
+    """Write one shard each (as collection names them, with their digest) into `<collect_dir>/fp/`
+    and `<collect_dir>/quant/`."""
+    from ems_ray.collect.shards import write_shard
 
     collect_dir = Path(collect_dir)
     for kind, t in zip(("fp", "quant"), synthetic_collection(space, n_fp, n_quant, seed, noise)):
-        (collect_dir / kind).mkdir(parents=True, exist_ok=True)
-        pq.write_table(t, collect_dir / kind / "part-0.parquet")
+        if t.num_rows:
+            write_shard(collect_dir / kind, t)
     return collect_dir

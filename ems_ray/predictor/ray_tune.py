@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ems_ray.artifacts import load_torch_bytes, read_verified, save_artifact
 from ems_ray.dotted import set_dotted
 from ems_ray.space import SearchSpace
 
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.pt"
 METRIC, MODE = "score", "max"
+
+
+def _load_trial_state(path: Path) -> dict:
+    """A trial checkpoint, verified against its digest (PredictorFileError naming it otherwise)."""
+    from ._files import PredictorFileError
+
+    recover = "delete the predictor's tune folder (<run_dir>/predictor/tune) to start the search over"
+    return load_torch_bytes(read_verified(path, "predictor trial checkpoint", PredictorFileError, recover),
+                            path, "predictor trial checkpoint", PredictorFileError)
 
 
 def predictor_trainable(config: dict, *, data: CollectedData, base: dict, space_yaml: str, seed: int,
@@ -48,7 +58,7 @@ def predictor_trainable(config: dict, *, data: CollectedData, base: dict, space_
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             if (Path(d) / STATE_FILE).is_file():
-                resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+                resume = _load_trial_state(Path(d) / STATE_FILE)
 
     def on_epoch(record: dict, snapshot) -> None:
         metrics = {**record, METRIC: record["val_pairwise_accuracy"]}
@@ -56,7 +66,7 @@ def predictor_trainable(config: dict, *, data: CollectedData, base: dict, space_
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            torch.save(snapshot(), Path(d) / STATE_FILE)
+            save_artifact(Path(d) / STATE_FILE, snapshot())
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     trained = train_predictors(data, pc, space, seed, on_epoch=on_epoch, resume=resume)

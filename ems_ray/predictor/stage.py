@@ -8,18 +8,19 @@
 """
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ems_ray.artifacts import json_digest
+from ems_ray.artifacts import copy_artifact, json_digest, remove_artifact
 from ems_ray.run_layout import RunLayout
 
 from ._data import CollectedData, load_collected
-from ._files import PREDICTOR_FILES, AccuracyPredictor, load_predictor, save_predictors
+from ._files import (
+    PREDICTOR_FILES, RECOVER, AccuracyPredictor, PredictorFileError, load_predictor, read_predictor_summary,
+    save_predictors, write_predictor_summary,
+)
 from ._training import metrics_over_seeds, train_predictors
 from .config import PredictorConfig, apply_overrides
 
@@ -46,6 +47,22 @@ def stage_fingerprint(data: CollectedData, config: PredictorConfig, space: Searc
     keep = {"data": data.fingerprint(), "space": space_fingerprint(space), "seed": seed,
             "config": config.model_dump(mode="json", exclude={"data_dir", "device", "threads"})}
     return json_digest(keep)
+
+
+def _is_done(layout: RunLayout, fingerprint: str, space: SearchSpace) -> bool:
+    """The folder holds the predictors of this fingerprint and they read back and verify; a damaged
+    file fails (PredictorFileError, the file left as it is) rather than being trained over."""
+    summary_file = layout.predictor_metrics
+    if not summary_file.is_file():
+        return False
+    summary = read_predictor_summary(summary_file)
+    if summary.get("fingerprint") != fingerprint:
+        return False
+    if not layout.predictor("fp").is_file() or ((summary.get("metrics") or {}).get("quant")
+                                                and not layout.predictor("quant").is_file()):
+        return False
+    load_run_predictors(layout.root, space)
+    return True
 
 
 def _log_epoch(every: int):
@@ -83,8 +100,9 @@ def describe_report(summary: dict) -> list[str]:
 def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
     """Train (or Tune-search) the predictors of a run into `<run_dir>/predictor/`.
 
-    Skipped when `metrics.json` there records the same data, settings, space and seed, unless
-    `force`; collecting more rows or changing the `predictor` section retrains.
+    Skipped when `metrics.json` there records the same data, settings, space and seed and the
+    predictor files verify, unless `force`; collecting more rows or changing the `predictor`
+    section retrains.
     """
     import torch
 
@@ -97,7 +115,7 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
         logger.info(f"[predictor] note: {note}")
     fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
     metrics_file = layout.predictor_metrics
-    if not force and metrics_file.is_file() and json.loads(metrics_file.read_text()).get("fingerprint") == fingerprint:
+    if not force and _is_done(layout, fingerprint, space):
         logger.info(f"[predictor] {out} is up to date with the collected data: stage already done")
         return out
     if pc.threads:
@@ -122,17 +140,18 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
             # settings, while new data or settings start a fresh one
             best = tune_predictors(data, pc, space, cfg.seed, storage=out / "tune", name=f"{cfg.name}-{fingerprint}")
         for f in PREDICTOR_FILES:
-            (out / f).unlink(missing_ok=True)
             if (best.checkpoint_dir / f).is_file():
-                shutil.copyfile(best.checkpoint_dir / f, out / f)
-        summary_json = json.loads((out / "metrics.json").read_text())
+                copy_artifact(best.checkpoint_dir / f, out / f, "predictor file", PredictorFileError, RECOVER)
+            else:
+                remove_artifact(out / f)
+        summary_json = read_predictor_summary(metrics_file)
         # the spread of the chosen settings, retrained here with the further seeds (trials ran one each)
         best_config = PredictorConfig.model_validate(apply_overrides(pc.model_dump(mode="json"), best.trial_config))
         report = metrics_over_seeds(data, best_config, space, cfg.seed, first=summary_json["metrics"])
         summary_json.update(extra, report=report, seconds=round(time.perf_counter() - t0, 1),
                             best_trial=best.trial_config, trials=best.trials)
-        (out / "metrics.json").write_text(json.dumps(summary_json, indent=1, sort_keys=True))
-    for line in describe_report(json.loads(metrics_file.read_text())):
+        write_predictor_summary(metrics_file, summary_json)
+    for line in describe_report(read_predictor_summary(metrics_file)):
         logger.info(line)
     logger.info(f"[predictor] wrote {out}")
     return out

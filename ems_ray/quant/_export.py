@@ -8,8 +8,9 @@ same numbers as the PyTorch model (to float rounding), which `load_exported` rel
 
 The sidecar (`<name>.json`) holds what the graph does not: the search space, the sub-net
 config, the policy, every layer's bits, ranges and scales, the BitFusion cost and any metrics
-the caller measured. `onnx`, `onnxscript` (the exporter) and `onnxruntime` (reloading) are
-optional dependencies, imported when used.
+the caller measured. Both files are written with their digest beside them (`model.onnx.sha256`,
+`model.json.sha256`) and verified on reload. `onnx`, `onnxscript` (the exporter) and
+`onnxruntime` (reloading) are optional dependencies, imported when used.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ems_ray.artifacts import read_verified, write_artifact
 from ems_ray.errors import InputError
 
 from ._modules import QuantConv2d, calibrated_quant_layers, quant_layers
@@ -40,7 +42,10 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
 class ExportError(InputError, RuntimeError):
-    """Export or reload failed (missing optional dependency, unreadable or mismatched files)."""
+    """Export or reload failed (missing optional dependency, damaged, unreadable or mismatched files)."""
+
+
+RECOVER = "move the export aside and re-run `ems-ray export` to write it again"
 
 
 def _require(module: str, purpose: str):
@@ -103,6 +108,7 @@ def export_quantized(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, sidecar_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
+    traced = out_dir / f".{name}.tmp.onnx"  # the exporter writes a path; the artifact is written from its bytes
 
     space = model.space
     net = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format).requires_grad_(False)
@@ -113,12 +119,15 @@ def export_quantized(
     try:
         with contextlib.redirect_stdout(log), torch.no_grad():
             torch.onnx.export(
-                net, (example,), str(onnx_path), dynamo=True, opset_version=opset, external_data=False,
+                net, (example,), str(traced), dynamo=True, opset_version=opset, external_data=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
             )
     except Exception as exc:
+        traced.unlink(missing_ok=True)
         raise ExportError(f"ONNX export failed: {exc.__class__.__name__}: {exc}\n{log.getvalue()[-2000:]}") from exc
+    write_artifact(onnx_path, traced.read_bytes())
+    traced.unlink()
 
     onnx = _require("onnx", "ONNX export")
     graph_opset = next(o.version for o in onnx.load(str(onnx_path)).opset_import if o.domain in ("", "ai.onnx"))
@@ -138,7 +147,7 @@ def export_quantized(
         "metrics": metrics or {},
         "torch_version": torch.__version__,
     }
-    sidecar_path.write_text(json.dumps(sidecar, indent=2))
+    write_artifact(sidecar_path, json.dumps(sidecar, indent=2))
     return ExportedFiles(onnx_path, sidecar_path)
 
 
@@ -157,14 +166,16 @@ class ExportedModel(nn.Module):
     PyTorch model.
     """
 
-    def __init__(self, onnx_path: Path, sidecar: dict[str, Any], num_threads: int | None = None):
+    def __init__(self, onnx_path: Path, sidecar: dict[str, Any], num_threads: int | None = None,
+                 onnx_bytes: bytes | None = None):
         super().__init__()
         ort = _require("onnxruntime", "Reloading an export")
         options = ort.SessionOptions()
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        model = onnx_bytes if onnx_bytes is not None else str(onnx_path)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.sidecar = sidecar
         self.onnx_path = onnx_path
 
@@ -185,7 +196,8 @@ class ExportedModel(nn.Module):
 
 
 def load_exported(path: str | Path, num_threads: int | None = None) -> ExportedModel:
-    """Reload an export: `path` is its folder (holding one export), its `.json` or its `.onnx`."""
+    """Reload an export: `path` is its folder (holding one export), its `.json` or its `.onnx`;
+    both files are checked against their digests first."""
     path = Path(path)
     if path.is_dir():
         sidecars = sorted(path.glob("*.json"))
@@ -196,12 +208,13 @@ def load_exported(path: str | Path, num_threads: int | None = None) -> ExportedM
     if not sidecar_path.is_file():
         raise ExportError(f"export sidecar not found: {sidecar_path}")
     try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except json.JSONDecodeError as exc:
+        sidecar = json.loads(read_verified(sidecar_path, "export sidecar", ExportError, RECOVER))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"{sidecar_path} is not valid JSON: {exc}") from exc
     if sidecar.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{sidecar_path} is not an ems-ray export (expected format {EXPORT_FORMAT})")
     onnx_path = sidecar_path.parent / sidecar["onnx"]
     if not onnx_path.is_file():
         raise ExportError(f"ONNX file named by {sidecar_path.name} not found: {onnx_path}")
-    return ExportedModel(onnx_path, sidecar, num_threads).eval()
+    onnx_bytes = read_verified(onnx_path, "exported ONNX file", ExportError, RECOVER)
+    return ExportedModel(onnx_path, sidecar, num_threads, onnx_bytes).eval()

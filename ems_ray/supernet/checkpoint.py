@@ -1,7 +1,8 @@
 """The trained super network on disk: weights plus the search space they belong to.
 
 Later stages (collection, final model) load this file; a file trained for another space fails
-clearly instead of with a state-dict shape error.
+clearly instead of with a state-dict shape error, and one whose bytes no longer match the digest
+recorded beside it (`supernet.pt.sha256`) fails before any weight is used.
 """
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ SUPERNET_FORMAT = "ems-ray-supernet-v1"
 
 
 class SupernetFileError(InputError):
-    """A super-network file that is missing, unreadable, or for another search space."""
+    """A super-network file that is missing, damaged, unreadable, or for another search space."""
+
+
+RECOVER = ("move it aside and re-run `ems-ray train-supernet` (it writes the file again from the last "
+           "epoch's checkpoint when one is left, else retrains)")
 
 
 def save_supernet(path: Path, space: SearchSpace, state_dict: dict, metadata: dict | None = None) -> Path:
@@ -27,8 +32,9 @@ def save_supernet(path: Path, space: SearchSpace, state_dict: dict, metadata: di
 
 
 def read_supernet_file(path: Path) -> dict:
+    """The verified contents of a super-network file (SupernetFileError naming it otherwise)."""
     return read_artifact(path, SUPERNET_FORMAT, "super-network checkpoint", SupernetFileError,
-                         "run `ems-ray train-supernet` first")
+                         "run `ems-ray train-supernet` first", RECOVER)
 
 
 def load_supernet(path: Path, space: SearchSpace | None = None):

@@ -1,39 +1,39 @@
-"""Epoch checkpoints on local disk: written atomically, loaded with `weights_only=True`."""
+"""Epoch checkpoints on local disk: written atomically with their digest (`state.pt.sha256`),
+verified and loaded with `weights_only=True`."""
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
+from ems_ray.artifacts import load_torch_bytes, read_verified, write_artifact
 from ems_ray.errors import InputError
 
 STATE_FILE = "state.pt"
 
 
 class CorruptCheckpointError(InputError, RuntimeError):
-    """A checkpoint exists but cannot be read; nothing is overwritten so it can be inspected."""
+    """A checkpoint exists but is damaged or cannot be read; nothing is overwritten so it can be inspected."""
+
+
+RECOVER = "move its epoch folder away to resume from the previous epoch, or delete the run directory to start over"
 
 
 def save_state(state: dict, directory: Path) -> Path:
-    """Write `state` to `directory/state.pt` via a temporary file, so a kill never leaves half a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / STATE_FILE)
-    return directory / STATE_FILE
+    """Write `state` to `directory/state.pt` (and its digest) atomically, so a kill never leaves half a file."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return write_artifact(Path(directory) / STATE_FILE, buffer.getvalue())
 
 
 def load_state(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated/garbled files
-        raise CorruptCheckpointError(
-            f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}. "
-            "Move it away to resume from the previous epoch, or delete the run directory to start over."
-        ) from exc
+    """A verified checkpoint; CorruptCheckpointError naming it when damaged or unreadable."""
+    path = Path(path)
+    data = read_verified(path, "checkpoint", CorruptCheckpointError, RECOVER)
+    return load_torch_bytes(data, path, "checkpoint", CorruptCheckpointError)
 
 
 class LocalSession:

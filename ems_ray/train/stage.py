@@ -11,7 +11,7 @@ from ems_ray.console import current_verbosity
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
 from ems_ray.run_layout import RunLayout
-from ems_ray.supernet.checkpoint import save_supernet
+from ems_ray.supernet.checkpoint import read_supernet_file, save_supernet
 
 from .checkpoints import LocalSession
 from .progressive import LoopInputs, train_supernet
@@ -31,10 +31,12 @@ def schedule_fingerprint(cfg: RunConfig) -> str:
 
 
 def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
-    """Train the super network unless `<run_dir>/supernet/supernet.pt` already exists."""
+    """Train the super network unless `<run_dir>/supernet/supernet.pt` already exists and verifies
+    (a damaged one fails with SupernetFileError and is left as it is)."""
     layout = RunLayout.of(cfg)
     out, final = layout.supernet_dir, layout.supernet
     if final.is_file():
+        read_supernet_file(final)
         logger.info(f"[train] {final} exists: stage already done")
         return final
     space = cfg.search_space()
