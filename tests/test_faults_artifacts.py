@@ -84,8 +84,10 @@ def _hashes(run: Path) -> dict[str, str]:
 
 def _assert_named_and_kept(capsys, before: dict[str, str], run: Path, damaged: Path, *words: str) -> None:
     """One error line naming the damaged file (and `words`); every file there before is unchanged."""
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("ems-ray:")]  # progress lines aside
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    err = errors[0]
     assert err.startswith("ems-ray: error: ") and str(damaged) in err, err
     for word in words:
         assert word.lower() in err.lower(), err
