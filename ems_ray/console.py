@@ -88,8 +88,13 @@ class Progress:
         if show_bar and log is None and logging.getLogger(PACKAGE_LOGGER).isEnabledFor(logging.INFO):
             from tqdm import tqdm
 
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
             self._bar = tqdm(total=self.total, initial=self.done, desc=label, unit=unit.rstrip("s") or unit,
                              dynamic_ncols=True, leave=True, file=sys.stderr)
+            # log lines while the bar is shown are written above it instead of through it
+            self._redirect = logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)])
+            self._redirect.__enter__()
 
     @property
     def rate_per_min(self) -> float:
@@ -108,6 +113,7 @@ class Progress:
     def close(self) -> None:
         """Final line (or close the bar); safe to call twice."""
         if self._bar is not None:
+            self._redirect.__exit__(None, None, None)
             self._bar.close()
             self._bar = None
         elif self.done != self.reported:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ems_ray.artifacts import file_sha256, json_digest, write_atomic
+from ems_ray.console import Progress
 from ems_ray.errors import InputError
 from ems_ray.hardware import run_cost_table
 from ems_ray.run_layout import RunLayout
@@ -255,20 +256,23 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
         slug, method, seed = job_key
         record = records[slug, method]
         record["per_seed"] = sorted([*record["per_seed"], {"seed": seed, **metrics}], key=lambda m: m["seed"])
-        logger.info("%s %s seed %d: test accuracy %.4f quantized, %.4f float (%.0f s)", record["budget"], method, seed,
-                 metrics["quant_test_accuracy"], metrics["fp_test_accuracy"], metrics["measure_seconds"])
+        logger.info("[final] %s %s seed %d: test accuracy %.4f quantized, %.4f float (%.0f s)", record["budget"],
+                    method, seed, metrics["quant_test_accuracy"], metrics["fp_test_accuracy"],
+                    metrics["measure_seconds"])
+        progress.add(1)
         if len(record["per_seed"]) == len(seeds):
             _complete(out, record, inputs)
         else:
             _write_result(out, record, inputs)  # a killed run keeps the seeds measured so far
 
-    if jobs and use_ray:
-        from ems_ray.ray_session import ray_session
+    with Progress("[final] fine-tuned and measured", len(jobs), unit="models", every_s=300.0) as progress:
+        if jobs and use_ray:
+            from ems_ray.ray_session import ray_session
 
-        with ray_session(cfg.ray):
-            measure_all(jobs, fc.resources, True, finished)
-    else:
-        measure_all(jobs, fc.resources, False, finished)
+            with ray_session(cfg.ray):
+                measure_all(jobs, fc.resources, True, finished)
+        else:
+            measure_all(jobs, fc.resources, False, finished)
     write_summary(out, [records[b.slug(), m] for b in budgets for m in fc.methods])
     logger.info(f"[final] wrote {out}")
     return out
