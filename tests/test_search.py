@@ -219,3 +219,26 @@ def test_search_command_rejects_an_infeasible_budget_in_one_line(run_config, cap
     assert "cheapest possible" in err and "mJ" in err and "Traceback" not in err
     assert main(["search", "--config", str(run_config)]) == 2
     assert "no budget" in capsys.readouterr().err
+
+
+def test_distinct_population_holds_distinct_networks(scorer, budget):
+    """With `distinct` no network is twice in the population and proposals rarely repeat a known
+    network; APQ's evolution (`distinct=False`) fills its population with copies of the best and
+    spends candidates re-scoring them."""
+    cfg = dict(population=20, parents=5, mutations=10, crossovers=10, generations=30)
+    members, repeats = {}, {}
+    for distinct in (True, False):
+        evo = make_evolution(scorer, budget, EvolutionConfig(**cfg, distinct=distinct), seed=0)
+        repeats[distinct] = 0
+        while not evo.done:
+            genes = evo.ask()
+            known = {row.tobytes() for row in GENOME.canonical(evo.population)}
+            for row in GENOME.canonical(genes):
+                repeats[distinct] += row.tobytes() in known
+                known.add(row.tobytes())
+            evo.tell(scorer.accuracy(genes))
+            if distinct:
+                assert len(np.unique(GENOME.canonical(evo.population), axis=0)) == len(evo.population)
+        members[distinct] = len(np.unique(GENOME.canonical(evo.population), axis=0))
+    assert members[True] == 20 and members[False] < 20
+    assert repeats[True] < repeats[False] / 2

@@ -131,7 +131,10 @@ class CandidateScorer:
         return self.table.space
 
     def accuracy(self, genes: np.ndarray) -> np.ndarray:
-        return np.asarray(self.predictor.predict(np.atleast_2d(genes)), dtype=np.float64)
+        genes = np.atleast_2d(genes)
+        if _gathers(self.predictor):
+            return _gathered_accuracy(self.predictor, genes)
+        return np.asarray(self.predictor.predict(genes), dtype=np.float64)
 
     def costs(self, genes: np.ndarray) -> dict[str, np.ndarray]:
         return self.table.score(genes)
@@ -146,3 +149,20 @@ class CandidateScorer:
         if budget is not None:
             scores["within_budget"] = bool(within({k: np.asarray([v]) for k, v in scores.items()}, budget)[0])
         return scores
+
+
+def _gathers(predictor) -> bool:
+    """An `AccuracyPredictor` (an encoding and an MLP that takes active indices), without importing torch."""
+    return hasattr(predictor, "encoding") and hasattr(getattr(predictor, "model", None), "forward_active")
+
+
+def _gathered_accuracy(predictor, genes: np.ndarray) -> np.ndarray:
+    """`predictor.predict(genes)` to float rounding, the first layer gathered: a candidate activates
+    6 features per block of several hundred (`Encoding.active_indices`), so its first-layer product
+    is a sum of a few weight rows (`MLPPredictor.forward_active`)."""
+    import torch
+
+    indices = torch.from_numpy(predictor.encoding.active_indices(genes, fp_only=predictor.kind == "fp"))
+    with torch.inference_mode():
+        accuracy = predictor.model.forward_active(indices.to(predictor.device))
+    return accuracy.float().cpu().numpy().astype(np.float64)

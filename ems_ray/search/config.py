@@ -82,7 +82,8 @@ class EvolutionConfig(BaseModel):
 
     `generations` counts scored generations, the random initial population included, so the
     default scores 500 x 100 = 50,000 candidates (the paper's budget). Candidates that break the
-    budget are rejected before scoring and resampled, at most `max_resample_rounds` batched rounds.
+    budget (and, with `distinct`, repeats of a known network) are rejected before scoring and
+    resampled, at most `max_resample_rounds` batched rounds.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -94,6 +95,8 @@ class EvolutionConfig(BaseModel):
     mutation_prob: float = Field(0.1, gt=0, le=1)
     generations: PositiveInt = 500
     max_resample_rounds: PositiveInt = 200
+    distinct: bool = Field(True, description="the population keeps distinct networks and proposals repeat none "
+                                             "(by canonical genes); False: APQ's evolution, duplicates allowed")
 
     @model_validator(mode="after")
     def _sizes(self) -> EvolutionConfig:
@@ -141,11 +144,12 @@ class CompareConfig(BaseModel):
         return self
 
     def evolution(self, base: EvolutionConfig) -> EvolutionConfig:
-        """The evolution that scores exactly `candidates`; mutation probability and resampling from `base`."""
+        """The evolution that scores exactly `candidates`; mutation probability, resampling and `distinct` from `base`."""
         half = self.population // 2
         return EvolutionConfig(population=self.population, parents=self.parents, mutations=half,
                                crossovers=self.population - half, generations=self.candidates // self.population,
-                               mutation_prob=base.mutation_prob, max_resample_rounds=base.max_resample_rounds)
+                               mutation_prob=base.mutation_prob, max_resample_rounds=base.max_resample_rounds,
+                               distinct=base.distinct)
 
 
 class SearchConfig(BaseModel):
