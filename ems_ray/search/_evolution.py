@@ -2,12 +2,12 @@
 
     evo = Evolution(genome, EvolutionConfig(), feasible=lambda g: within(table.score(g), budget), seed=0)
     while not evo.done:
-        genes = evo.ask()                 # a whole generation, every row within the budget
-        evo.tell(scorer.accuracy(genes))  # one fitness per row, higher is better
+        genes = evo.ask()                        # a whole generation, every row within the budget
+        evo.tell(genes, scorer.accuracy(genes))  # one fitness per row, higher is better
 
-Lifecycle: `ask` returns the pending generation (the same array until `tell`); the first is the
-random initial population, every later one `mutations` mutated plus `crossovers` crossed children
-of the top `parents` of the population. `tell` merges the scored children into the population (kept
+Lifecycle (`BatchSearch`): `ask` hands out the next generation, then nothing (an empty batch)
+until that generation is told; the first is the random initial population, every later one
+`mutations` mutated plus `crossovers` crossed children of the top `parents` of the population. `tell` merges the scored children into the population (kept
 at the best `population` of parents and children, as the paper keeps parents plus children and
 breeds from their top-25) and advances one generation.
 
@@ -30,13 +30,14 @@ import numpy as np
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
+from ._base import BatchSearch, as_scores
 from ._scoring import InfeasibleBudgetError
 from .config import EvolutionConfig
 
 NOVEL_ROUNDS = 4  # batched rounds that look for networks new to the population before repeats are allowed
 
 
-class Evolution:
+class Evolution(BatchSearch):
     """Ask/tell evolution over `Genome` rows; `feasible(genes) -> bool mask` rejects before scoring."""
 
     def __init__(self, genome: Genome, config: EvolutionConfig, feasible: Callable[[np.ndarray], np.ndarray],
@@ -48,7 +49,7 @@ class Evolution:
         self.generation = 0  # generations scored so far
         self.population = np.zeros((0, genome.width), dtype=np.int16)
         self.fitness = np.zeros(0, dtype=np.float64)
-        self.pending: np.ndarray | None = None
+        self.pending: np.ndarray | None = None  # the generation handed out, waiting for its scores
         self.history: list[float] = []  # best fitness after each generation
         self.scored = 0
         self._seen: set[bytes] | None = None
@@ -57,23 +58,23 @@ class Evolution:
     def done(self) -> bool:
         return self.generation >= self.config.generations
 
-    def ask(self) -> np.ndarray:
-        """The generation waiting for scores (empty once `done`)."""
-        if self.done:
+    def ask(self, n: int | None = None) -> np.ndarray:
+        """The next generation (whatever `n`), or an empty batch while one waits for its scores
+        or once `done`."""
+        if self.done or self.pending is not None:
             return np.zeros((0, self.genome.width), dtype=np.int16)
-        if self.pending is None:
-            self.pending = self._propose()
+        self.pending = self._propose()
         return self.pending
 
-    def tell(self, fitness: np.ndarray) -> None:
-        """Scores of the rows `ask` returned, in the same order."""
+    def tell(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        """Scores of the generation `ask` handed out (the same rows, in the same order)."""
         if self.pending is None:
             raise RuntimeError("tell() before ask(): no generation is waiting for scores")
-        fitness = np.asarray(fitness, dtype=np.float64).ravel()
-        if len(fitness) != len(self.pending):
-            raise InputError(f"tell(): {len(fitness)} scores for a generation of {len(self.pending)}")
+        if not np.array_equal(np.asarray(rows), self.pending):
+            raise InputError("tell(): the rows are not the generation waiting for scores")
+        fitness = as_scores(scores, self.pending, "a generation")
         genes = np.concatenate([self.population, self.pending])
-        scores = np.concatenate([self.fitness, np.where(np.isnan(fitness), -np.inf, fitness)])
+        scores = np.concatenate([self.fitness, fitness])
         order = np.argsort(-scores, kind="stable")
         if self.config.distinct:  # the best-scored copy of each network
             first: dict[bytes, int] = {}

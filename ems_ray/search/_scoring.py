@@ -82,6 +82,17 @@ def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.asarray(front, dtype=np.int64)
 
 
+def hypervolume(accuracy: np.ndarray, cost: np.ndarray, cost_limit: float) -> float:
+    """Area dominated by the (accuracy max, cost min) points up to the reference point
+    (accuracy 0, cost `cost_limit`); points at or beyond the limit add nothing."""
+    accuracy, cost = np.asarray(accuracy, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+    keep = cost < cost_limit
+    accuracy, cost = accuracy[keep], cost[keep]
+    front = pareto_front(accuracy, cost)  # by increasing cost and accuracy
+    gains = np.diff(np.concatenate([[0.0], np.maximum(accuracy[front], 0.0)]))
+    return float(np.sum(gains * (cost_limit - cost[front])))
+
+
 def cheapest_costs(table: CostTable) -> dict[str, float]:
     """The smallest latency, energy, MACs and BitOps any sub-net of the table's space can have.
 

@@ -8,9 +8,11 @@ budget and the same number of scored candidates, all through Ray Tune.
     <run_dir>/compare/<budget>/front.csv     algorithm, accuracy, latency_ms: each algorithm's
                                              non-dominated points among its within-budget candidates
     <run_dir>/compare/<budget>/curves.png, front.png
-    <run_dir>/compare/<budget>/tune/<algorithm>/   the Tune experiments (JSON, CSV, TensorBoard logs)
+    <run_dir>/compare/<budget>/tune/<algorithm>/   the Tune experiments (JSON, CSV, TensorBoard logs),
+                                             every candidate in candidates/batch-<k>.parquet
 
-Candidates count in the order they were scored (`scored_at`, reported by each trial). Before an
+Candidates count in the order they were asked (batch by batch, each Tune trial one batch; with
+one trial in flight, the default, that is the order they were scored). Before an
 algorithm's first within-budget candidate `best_accuracy` is empty in curves.csv (NaN to pandas),
 and empty in summary.csv when it found none. Evolution and random search reject over-budget
 candidates before scoring, so all their candidates count; TPE and NSGA-II score over-budget ones
@@ -62,10 +64,16 @@ class SearcherTrace:
 
     @classmethod
     def from_metrics(cls, algorithm: str, metrics: list[dict], budget: Budget, seconds: float) -> SearcherTrace:
-        """From the trials' reported metrics (`score_trainable`'s keys)."""
-        accuracy = np.asarray([m["accuracy"] for m in metrics], dtype=np.float64)
-        costs = {k: np.asarray([m[k] for m in metrics], dtype=np.float64) for k in TRACE_COSTS}
-        return cls(algorithm, accuracy, costs, within(costs, budget) if metrics else np.zeros(0, bool), seconds)
+        """From one dict of scores per candidate (`CandidateScorer.score_one`'s keys)."""
+        return cls.from_columns(algorithm, {k: [m[k] for m in metrics] for k in ("accuracy", *TRACE_COSTS)},
+                                budget, seconds)
+
+    @classmethod
+    def from_columns(cls, algorithm: str, columns: dict, budget: Budget, seconds: float) -> SearcherTrace:
+        """From per-candidate arrays (`scored_trials`' columns)."""
+        accuracy = np.asarray(columns["accuracy"], dtype=np.float64)
+        costs = {k: np.asarray(columns[k], dtype=np.float64) for k in TRACE_COSTS}
+        return cls(algorithm, accuracy, costs, within(costs, budget) if len(accuracy) else np.zeros(0, bool), seconds)
 
     @property
     def scored(self) -> int:
@@ -194,7 +202,7 @@ def tune_loggers() -> list:
 
 def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareConfig, out_dir: str | Path,
                       evolution: EvolutionConfig | None = None, seed: int = 0, max_concurrent: int = 1,
-                      log: Callable[[str], None] = print) -> list[SearcherTrace]:
+                      log: Callable[[str], None] = print, batch: int = 100) -> list[SearcherTrace]:
     """Run each of `config.algorithms` through Tune under `out_dir/tune/<algorithm>` with
     `config.candidates` scored candidates, and write the comparison into `out_dir`. Needs Ray.
 
@@ -211,14 +219,15 @@ def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareCo
         existed, previous = folder.is_dir(), _read_seconds(folder)
         t0 = time.perf_counter()
         results, ran = fit_tune(scorer, budget, algorithm, evolution, config.candidates, seed, out / "tune",
-                                algorithm, max_concurrent, callbacks=tune_loggers())
+                                algorithm, max_concurrent, callbacks=tune_loggers(), batch=batch)
         seconds = previous + (time.perf_counter() - t0 if ran else 0.0)
-        metrics, _ = scored_trials(results, Genome(scorer.space))
-        if len(metrics) != config.candidates:
-            raise InputError(f"{folder} holds {len(metrics)} scored candidates, not {config.candidates} "
+        columns, _ = scored_trials(results, Genome(scorer.space))
+        scored = len(columns["accuracy"])
+        if scored != config.candidates:
+            raise InputError(f"{folder} holds {scored} scored candidates, not {config.candidates} "
                              f"(search.compare.candidates): remove the folder to run {algorithm} again")
-        (folder / _SECONDS_FILE).write_text(json.dumps({"seconds": seconds, "scored": len(metrics)}))
-        trace = SearcherTrace.from_metrics(algorithm, metrics, budget, seconds)
+        (folder / _SECONDS_FILE).write_text(json.dumps({"seconds": seconds, "scored": scored}))
+        trace = SearcherTrace.from_columns(algorithm, columns, budget, seconds)
         traces.append(trace)
         verb = "resumed" if existed and ran else "ran" if ran else "reused the finished Tune experiment of"
         log(f"[compare] {verb} {algorithm}: {trace.scored} candidates, {seconds:.1f} s ({folder})")
@@ -243,5 +252,5 @@ def run_compare_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer
     out = RunLayout.of(cfg).compare(budget)
     sc = cfg.search
     with ray_session(cfg.ray):
-        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, cfg.seed, sc.max_concurrent)
+        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, cfg.seed, sc.max_concurrent, batch=sc.batch)
     return out
