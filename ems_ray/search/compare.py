@@ -2,7 +2,7 @@
 budget and the same number of scored candidates, all through Ray Tune.
 
     <run_dir>/compare/<budget>/summary.csv   algorithm, scored, best_accuracy, latency_ms, energy_mj,
-                                             bitops, seconds, trials_per_s (costs of the best candidate)
+                                             bitops, seconds, candidates_per_s (costs of the best candidate)
     <run_dir>/compare/<budget>/curves.csv    algorithm, scored, best_accuracy: best predicted accuracy
                                              within the budget after each scored candidate
     <run_dir>/compare/<budget>/front.csv     algorithm, accuracy, latency_ms: each algorithm's
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ems_ray.config import RunConfig
 
 SUMMARY_COLUMNS = ("algorithm", "scored", "best_accuracy", "latency_ms", "energy_mj", "bitops", "seconds",
-                   "trials_per_s")
+                   "candidates_per_s")
 CURVE_COLUMNS = ("algorithm", "scored", "best_accuracy")
 FRONT_COLUMNS = ("algorithm", "accuracy", "latency_ms")
 TRACE_COSTS = ("latency_ms", "energy_mj", "bitops")
@@ -100,7 +100,7 @@ class SearcherTrace:
         row = {"algorithm": self.algorithm, "scored": self.scored,
                "best_accuracy": math.nan if best is None else float(self.accuracy[best]),
                **{k: math.nan if best is None else float(self.costs[k][best]) for k in TRACE_COSTS},
-               "seconds": self.seconds, "trials_per_s": self.scored / self.seconds if self.seconds > 0 else math.nan}
+               "seconds": self.seconds, "candidates_per_s": self.scored / self.seconds if self.seconds > 0 else math.nan}
         return row
 
 
@@ -169,7 +169,7 @@ def format_summary(summary_csv: str | Path) -> str:
     with open(summary_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     header = f"{'algorithm':<10} {'scored':>7} {'best acc':>9} {'latency':>10} {'energy':>10} {'GBitOps':>8} " \
-             f"{'seconds':>8} {'trials/s':>8}"
+             f"{'seconds':>8} {'cand/s':>8}"
     lines = [header]
     for r in rows:
         def num(key: str, fmt: str, scale: float = 1.0) -> str:
@@ -177,7 +177,7 @@ def format_summary(summary_csv: str | Path) -> str:
 
         lines.append(f"{r['algorithm']:<10} {r['scored']:>7} {num('best_accuracy', '9.4f')} "
                      f"{num('latency_ms', '7.4f')} ms {num('energy_mj', '7.4f')} mJ {num('bitops', '8.3f', 1e9)} "
-                     f"{num('seconds', '8.1f')} {num('trials_per_s', '8.2f')}")
+                     f"{num('seconds', '8.1f')} {num('candidates_per_s', '8.2f')}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ per second (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ems_ray.artifacts import write_atomic
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
@@ -49,11 +49,13 @@ def score_batch(config: dict, *, scorer: CandidateScorer, budget: Budget, rows_d
     columns = {"batch": np.full(len(genes), int(config["batch"]), dtype=np.int64), "row": np.arange(len(genes)),
                **scores, "within_budget": ok}
     table = pa.table({**columns, "genes": pa.array(list(genes), type=pa.list_(pa.int16()))})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
     path = Path(rows_dir) / f"batch-{int(config['batch']):06d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, sink.getvalue().to_pybytes())  # a re-run trial (after a restore) rewrites it
+    # written whole, then renamed: a killed trial leaves no half file, and its re-run (after a
+    # restore) rewrites it; no fsync, which would cost more than the scoring
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
 
     cost, limit = next(iter(budget.limits().items()))
     points = np.concatenate([np.asarray(config.get("front") or np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2),
