@@ -153,21 +153,27 @@ class CostTable:
                              f"{g.choice_counts[bad[1]]} choices")
         # one gather from the flattened per-block tables: each active slot picks its pw and its dw
         # entry, a skipped slot the zero row at the end
-        (flat_f, flat_i), strides, base = self._flat_tables
+        flat, strides, base = self._flat_tables
         slot_genes = genes[:, g.n_stages:].reshape(len(genes), g.n_slots, GENES_PER_SLOT).astype(np.intp)
         index = slot_genes @ strides + base  # (n, slots, 2): pw entry, dw entry
-        index = np.where(g.active(genes)[..., None], index, len(flat_f) - 1).reshape(len(genes), 2 * g.n_slots)
-        f = flat_f[index].sum(axis=1) + self._fixed_f
-        n = flat_i[index].sum(axis=1) + self._fixed_i
+        index = np.where(g.active(genes)[..., None], index, flat.shape[1] - 1).reshape(len(genes), 2 * g.n_slots)
+        totals = np.take(flat, index, axis=1).sum(axis=2)  # (4, n): latency, energy, macs, bitops
+        f = totals[:2].T + self._fixed_f
+        n = np.rint(totals[2:].T).astype(np.int64) + self._fixed_i
         return {"latency_ms": f[:, 0], "energy_mj": f[:, 1], "macs": n[:, 0], "bitops": n[:, 1]}
 
     @cached_property
-    def _flat_tables(self) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-        """The dense tables as rows [pw entries..., dw entries..., zeros] (float, int), the (6, 2)
-        strides from a slot's genes to its pw and dw row, and the (slots, 2) offset of each slot."""
+    def _flat_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dense tables as one (4, entries) float64 array, columns [pw entries..., dw entries...,
+        zeros] and rows latency, energy, MACs, BitOps (integers, exact in float64 below 2**53: the
+        sum of all entries bounds any sub-net's), the (6, 2) strides from a slot's genes to its pw
+        and dw column, and the (slots, 2) offset of each slot's."""
         pw, dw = self._pw_f.shape[:4], self._dw_f.shape[:5]
-        flat = tuple(np.concatenate([a.reshape(-1, 2), b.reshape(-1, 2), np.zeros((1, 2), a.dtype)])
-                     for a, b in ((self._pw_f, self._dw_f), (self._pw_i, self._dw_i)))
+        rows = [np.concatenate([a.reshape(-1, 2), b.reshape(-1, 2), np.zeros((1, 2))])
+                for a, b in ((self._pw_f, self._dw_f), (self._pw_i, self._dw_i))]
+        if max(int(self._pw_i.sum()), int(self._dw_i.sum())) >= 2**52:
+            raise CostTableError("cost table: MACs or BitOps too large to sum exactly in float64")
+        flat = np.ascontiguousarray(np.concatenate(rows, axis=1).T)
         pw_strides, dw_strides = (np.cumprod((shape + (1,))[:0:-1])[::-1] for shape in (pw, dw))
         strides = np.zeros((GENES_PER_SLOT, 2), dtype=np.intp)
         strides[[MID, PW_W, PW_A], 0] = pw_strides[1:]  # pw[slot, mid, w, a]

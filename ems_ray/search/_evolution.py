@@ -34,7 +34,7 @@ from ._base import BatchSearch, as_scores
 from ._scoring import InfeasibleBudgetError
 from .config import EvolutionConfig
 
-NOVEL_ROUNDS = 2  # batched rounds that look for networks new to the population before repeats are allowed
+NOVEL_ROUNDS = 4  # batched rounds that look for networks new to the population before repeats are allowed
 
 
 class Evolution(BatchSearch):
