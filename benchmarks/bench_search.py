@@ -1,16 +1,15 @@
-"""Speed of the search: the local driver on the paper's full budget, and Tune trials per second.
+"""Speed of the search: the local driver on the paper's full budget, and candidates per second through Tune.
 
     python benchmarks/bench_search.py [--preset apq-imagenet] [--budget latency=8.5ms] [--predictor quant.pt]
-                                      [--tune-trials 40] [--no-tune]
+        [--tune-candidates 10000] [--optuna-candidates 1000] [--batch 100] [--no-local] [--no-tune]
 
 Local driver: 500 generations x 100 candidates (50,000 scored) on `--preset`, scored by the given
 predictor or, without one, an untrained predictor of the preset's real input dims (hidden 400,
-3 layers: the same cost per row). Tune: `--tune-trials` candidates of `fmnist-small` scored by the
-search trainable, side by side in one Ray session: default-configured Tune (random search over the
-same space, one CPU and a fresh actor per trial, Tune's default loggers and console output) against
-`RandomSearcher` as `fit_tune` configures it (actors reused, 0.01 CPU per trial, 2 in flight, short
-trial names, CSV + TensorBoard loggers only) and variants of that; wall time, time to the first
-completed trial (start-up) and the steady rate after it, and a Markdown table.
+3 layers: the same cost per row); the dense scoring path it replaced (`DenseScorer`) beside the
+gathered one, with and without the distinct population, and the predictor and LUT alone.
+Tune: each algorithm as `compare-searchers` runs it (one trial per batch), `--tune-candidates`
+for the evolution and random search, `--optuna-candidates` for TPE and NSGA-II, in one Ray session;
+wall time, candidates and trials per second, and a Markdown table.
 """
 from __future__ import annotations
 
@@ -25,13 +24,38 @@ import torch
 
 from ems_ray.hardware import build_lut
 from ems_ray.predictor import AccuracyPredictor, MLPPredictor, load_predictor
-from ems_ray.search import Budget, CandidateScorer, EvolutionConfig, SyntheticPredictor, cheapest_costs, \
+from ems_ray.search import Budget, CandidateScorer, EvolutionConfig, SyntheticPredictor, \
     run_local_evolution
 from ems_ray.ray_session import local_ray
 from ems_ray.space import Encoding, Genome, resolve_space
+from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
 
 
-def local_driver(preset: str, budget: str, predictor_path: str | None, generations: int, threads: int) -> None:
+class DenseScorer(CandidateScorer):
+    """The scoring path before the gathered one, for the side-by-side: the predictor on the dense
+    one-hot encoding (`AccuracyPredictor.predict`) and the LUT gathered per gene column with
+    `np.where` over skipped slots (the former `CostTable.score`)."""
+
+    def accuracy(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(self.predictor.predict(np.atleast_2d(genes)), dtype=np.float64)
+
+    def costs(self, genes: np.ndarray) -> dict[str, np.ndarray]:
+        t, g = self.table, self.table.genome
+        genes = np.atleast_2d(genes)
+        active = g.active(genes)[..., None]
+        col = {gene: genes[:, g.slot_columns(gene)].astype(np.intp) for gene in (KERNEL, MID, PW_W, PW_A, DW_W, DW_A)}
+        slot = np.arange(g.n_slots)[None, :]
+        pw = (slot, col[MID], col[PW_W], col[PW_A])
+        dw = (slot, col[MID], col[KERNEL], col[DW_W], col[DW_A])
+        f = np.where(active, t._pw_f[pw] + t._dw_f[dw], 0.0).sum(axis=1) + t._fixed_f
+        n = np.where(active, t._pw_i[pw] + t._dw_i[dw], 0).sum(axis=1) + t._fixed_i
+        return {"latency_ms": f[:, 0], "energy_mj": f[:, 1], "macs": n[:, 0], "bitops": n[:, 1]}
+
+
+def local_driver(preset: str, budget: str, predictor_path: str | None, generations: int, threads: int,
+                 repeats: int = 2) -> None:
+    """The local driver at the paper's budget, today's scoring against the dense one it replaced,
+    in one process (each row best of `repeats` seeds' runs), then the predictor and the LUT alone."""
     torch.set_num_threads(threads)
     space = resolve_space(preset)
     t0 = time.perf_counter()
@@ -45,114 +69,77 @@ def local_driver(preset: str, budget: str, predictor_path: str | None, generatio
         torch.manual_seed(0)
         predictor = AccuracyPredictor(MLPPredictor(enc.fp_dim, enc.quant_dim, 400, 3), space, "quant")
         label = f"untrained quant MLP {enc.fp_dim}+{enc.quant_dim} -> 400 x 3"
-    scorer = CandidateScorer(predictor, table)
-    t0 = time.perf_counter()
-    cheapest = cheapest_costs(table)
-    print(f"cheapest possible: {cheapest['latency_ms']:.3f} ms, {cheapest['energy_mj']:.3f} mJ, "
-          f"{cheapest['bitops'] / 1e9:.2f} GBitOps ({time.perf_counter() - t0:.2f} s)")
     b = Budget.parse(budget)
-    cfg = EvolutionConfig(generations=generations)
-    times = []
-    for seed in range(2):
-        result = run_local_evolution(scorer, b, cfg, seed=seed)
-        times.append(result.seconds)
-    t0 = time.perf_counter()
-    for _ in range(generations):
-        predictor.predict(table.genome.sample(np.random.default_rng(0), cfg.population))
-    predict_s = time.perf_counter() - t0
-    print(f"local driver, {label}, {threads} thread(s), budget {b.describe()}: {result.scored} candidates in "
-          f"{min(times):.2f} s (best of {len(times)}; predictor alone {predict_s:.2f} s); "
-          f"best {result.scores['accuracy']:.4f} at {result.scores['latency_ms']:.3f} ms")
+    dense, gathered = DenseScorer(predictor, table), CandidateScorer(predictor, table)
+    rows = []
+    for name, scorer, distinct in (("dense scoring, duplicates allowed (before)", dense, False),
+                                   ("gathered scoring, duplicates allowed", gathered, False),
+                                   ("gathered scoring, distinct population (default)", gathered, True)):
+        cfg = EvolutionConfig(generations=generations, distinct=distinct)
+        results = [run_local_evolution(scorer, b, cfg, seed=seed) for seed in range(repeats)]
+        rows.append((name, min(r.seconds for r in results), results[0]))
+        print(f"{name}: {results[0].scored} candidates in {rows[-1][1]:.2f} s", flush=True)
+    genes = [table.genome.sample_spread(np.random.default_rng(i), 100) for i in range(generations)]
+    parts = []
+    for what, fn in (("predictor", lambda s, x: s.accuracy(x)), ("LUT", lambda s, x: s.costs(x))):
+        times = []
+        for scorer in (dense, gathered):
+            t0 = time.perf_counter()
+            for x in genes:
+                fn(scorer, x)
+            times.append(time.perf_counter() - t0)
+        parts.append((what, *times))
+    base = rows[0][1]
+    print(f"\nlocal driver, {preset}, {label}, {threads} thread(s), budget {b.describe()}, "
+          f"{generations} generations x 100:\n"
+          "| configuration | seconds | vs before | best predicted |\n| --- | --- | --- | --- |")
+    for name, seconds, result in rows:
+        print(f"| {name} | {seconds:.2f} | {base / seconds:.2f}x | {result.scores['accuracy']:.4f} |")
+    print(f"\n{generations} batches of 100 rows scored alone:\n| part | dense (s) | gathered (s) | speed-up |\n"
+          "| --- | --- | --- | --- |")
+    for what, before, after in parts:
+        print(f"| {what} | {before:.3f} | {after:.3f} | {before / after:.1f}x |")
 
 
-def _timed_fit(make_tuner, env: dict[str, str]) -> tuple[float, float, float]:
-    """(wall s, s to the first completed trial, steady trials/s after it) of one Tune run, with
-    `env` set for the run only (Tune reads its TUNE_* settings when a run starts)."""
-    from ray.tune import Callback
-
-    class Clock(Callback):
-        def __init__(self):
-            self.times: list[float] = []
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.times.append(time.perf_counter())
-
-    clock = Clock()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        t0 = time.perf_counter()
-        make_tuner([clock]).fit()
-        wall = time.perf_counter() - t0
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    t = clock.times
-    steady = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
-    return wall, (t[0] - t0) if t else float("nan"), steady
-
-
-def tune_rates(n_trials: int) -> None:
-    """Default-configured Tune against the configuration the search uses, and variants of it, in
-    one Ray session on the same trainable and space; each row `n_trials` candidates."""
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+def tune_rates(candidates: int, optuna_candidates: int, batch: int, algorithms: list[str]) -> None:
+    """Candidates per second through Tune, one trial per batch, as `compare-searchers` runs each
+    algorithm (`fit_tune`: actors reused, 1 trial in flight, CSV + TensorBoard loggers, every
+    candidate a Parquet row), on `fmnist-small` with the synthetic predictor and the real LUT;
+    each algorithm in its own fresh experiment of one Ray session."""
+    import ray
 
     from ems_ray.search.compare import tune_loggers
-    from ems_ray.search.tune import RandomSearcher, param_space, score_trainable
-    from ems_ray.search.tune.experiments import _trial_name
+    from ems_ray.search.tune import fit_tune, scored_trials
 
-    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # the default run gets Tune's default loggers
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     session = contextlib.ExitStack()
     session.enter_context(local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False))
     space = resolve_space("fmnist-small")
     scorer = CandidateScorer(SyntheticPredictor(space), build_lut(space))
     lat = scorer.costs(Genome(space).sample(np.random.default_rng(0), 400))["latency_ms"]
-    budget = Budget(latency_ms=float(np.quantile(lat, 0.5)))
-    trainable = tune.with_parameters(score_trainable, scorer=scorer, budget=budget)
-    quiet = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-
-    def default(d: str):
-        return lambda cbs: tune.Tuner(
-            trainable, param_space=param_space(Genome(space)),
-            tune_config=tune.TuneConfig(num_samples=n_trials, search_alg=BasicVariantGenerator(random_state=0)),
-            run_config=tune.RunConfig(storage_path=d, name="default", callbacks=cbs))
-
-    def ours(d: str, name: str, loggers, concurrent: int, cpu: float = 0.01, reuse: bool = True):
-        return lambda cbs: tune.Tuner(
-            tune.with_resources(trainable, {"cpu": cpu}), param_space=param_space(Genome(space)),
-            tune_config=tune.TuneConfig(search_alg=RandomSearcher(scorer.table, budget, n_trials, seed=0),
-                                        num_samples=n_trials, reuse_actors=reuse, max_concurrent_trials=concurrent,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(storage_path=d, name=name, verbose=0, callbacks=[*loggers(), *cbs]))
-
+    budget = Budget(latency_ms=float(np.quantile(lat, 0.3)))
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        variants = [
-            ("default Tuner (BasicVariantGenerator, 1 CPU/trial, no actor reuse, default loggers, verbose)",
-             default(d), {}),
-            ("as fit_tune runs it (reuse, 0.01 CPU, 2 in flight, CSV + TensorBoard loggers, verbose 0)",
-             ours(d, "ours", tune_loggers, concurrent=2), quiet),
-            ("  same, 1 in flight", ours(d, "c1", tune_loggers, concurrent=1), quiet),
-            ("  same, 8 in flight (the earlier setting)", ours(d, "c8", tune_loggers, concurrent=8), quiet),
-            ("  same, no result loggers at all", ours(d, "nolog", list, concurrent=2), quiet),
-            ("  same, experiment checkpoint at most every 60 s",
-             ours(d, "ckpt", tune_loggers, concurrent=2), {**quiet, "TUNE_GLOBAL_CHECKPOINT_S": "60"}),
-        ]
-        for label, make, env in variants:
-            wall, first, steady = _timed_fit(make, env)
-            rows.append((label, wall, first, steady))
-            print(f"{label}: {n_trials} trials in {wall:.1f} s = {n_trials / wall:.2f} trials/s "
-                  f"(first trial after {first:.1f} s, then {steady:.2f} trials/s)", flush=True)
-    base = rows[0][1]
-    print("\n| configuration | trials/s | first trial (s) | steady trials/s | speed-up vs default |\n"
-          "| --- | --- | --- | --- | --- |")
-    for label, wall, first, steady in rows:
-        print(f"| {label.strip()} | {n_trials / wall:.2f} | {first:.1f} | {steady:.2f} | {base / wall:.2f}x |")
+        for algorithm in algorithms:
+            n = optuna_candidates if algorithm in ("tpe", "nsga2") else candidates
+            evolution = EvolutionConfig(generations=n // 100)  # population 100: 100 per generation
+            t0 = time.perf_counter()
+            results, _ = fit_tune(scorer, budget, algorithm, evolution, n, seed=0, storage=d, name=algorithm,
+                                  callbacks=tune_loggers(), batch=batch)
+            wall = time.perf_counter() - t0
+            columns, _ = scored_trials(results, Genome(space))
+            scored = len(columns["accuracy"])
+            rows.append((algorithm, scored, len(results), wall,
+                         float(np.max(np.where(columns["within_budget"], columns["accuracy"], -np.inf)))))
+            print(f"{algorithm}: {scored} candidates in {len(results)} trials, {wall:.1f} s = "
+                  f"{scored / wall:.0f} candidates/s", flush=True)
     session.close()
+    print(f"\nthrough Tune, fmnist-small, budget {budget.describe()}, batches of {batch} (evolution, NSGA-II: "
+          "generations of 100):\n| algorithm | candidates | trials | seconds | candidates/s | trials/s | best |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
+    for algorithm, scored, trials, wall, best in rows:
+        print(f"| {algorithm} | {scored} | {trials} | {wall:.1f} | {scored / wall:.0f} | {trials / wall:.1f} "
+              f"| {best:.4f} |")
 
 
 def main() -> None:
@@ -162,12 +149,17 @@ def main() -> None:
     parser.add_argument("--predictor", help="a predictor file (default: untrained, same dims)")
     parser.add_argument("--generations", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tune-trials", type=int, default=40)
+    parser.add_argument("--tune-candidates", type=int, default=10_000, help="evolution and random search")
+    parser.add_argument("--optuna-candidates", type=int, default=1_000, help="TPE and NSGA-II")
+    parser.add_argument("--batch", type=int, default=100, help="candidates per trial (random, TPE)")
+    parser.add_argument("--algorithms", default="evolution,random,tpe,nsga2")
+    parser.add_argument("--no-local", action="store_true")
     parser.add_argument("--no-tune", action="store_true")
     args = parser.parse_args()
-    local_driver(args.preset, args.budget, args.predictor, args.generations, args.threads)
+    if not args.no_local:
+        local_driver(args.preset, args.budget, args.predictor, args.generations, args.threads)
     if not args.no_tune:
-        tune_rates(args.tune_trials)
+        tune_rates(args.tune_candidates, args.optuna_candidates, args.batch, args.algorithms.split(","))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_restricted_evolution_never_changes_frozen_columns_and_stays_within_budg
     while not evo.done:
         genes = evo.ask()
         asked.append(genes.copy())
-        evo.tell(SCORER.accuracy(genes))
+        evo.tell(genes, SCORER.accuracy(genes))
     rows = np.concatenate(asked)
     assert np.array_equal(rows[:, rg.frozen], np.broadcast_to(base[rg.frozen], rows[:, rg.frozen].shape))
     assert within(SCORER.costs(rows), EASY).all()

@@ -74,7 +74,7 @@ def test_report_adds_searchers_and_stage_timings_when_present(tmp_path):
     with (cmp_dir / "summary.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["algorithm", "scored", "best_accuracy", "latency_ms", "energy_mj", "bitops", "seconds",
-                    "trials_per_s"])
+                    "candidates_per_s"])
         w.writerow(["evolution", 400, 0.8712, 0.29, 0.2, 1.5e8, 1.5, 266.7])
         w.writerow(["tpe", 400, 0.8655, 0.28, 0.2, 1.4e8, 160.0, 2.5])
     with (cmp_dir / "curves.csv").open("w", newline="") as f:

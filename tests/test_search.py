@@ -9,7 +9,7 @@ import pytest
 from ems_ray.hardware import build_lut
 from ems_ray.search import (
     Budget, CandidateScorer, EvolutionConfig, InfeasibleBudgetError, SearchConfig, SyntheticPredictor,
-    check_feasible, cheapest_costs, gene_names, make_evolution, run_local_evolution, save_result, within,
+    check_feasible, cheapest_costs, make_evolution, run_local_evolution, save_result, within,
 )
 from ems_ray.space import Genome, SubnetConfig, load_preset
 
@@ -87,7 +87,8 @@ def test_every_candidate_is_valid_and_within_budget(scorer, budget):
         assert np.all((genes >= 0) & (genes < GENOME.choice_counts))
         assert within(scorer.costs(genes), budget).all()
         sizes.append(len(genes))
-        evo.tell(scorer.accuracy(genes))
+        assert len(evo.ask()) == 0  # nothing more until the generation is told
+        evo.tell(genes, scorer.accuracy(genes))
     assert sizes == [8, 8, 8] and evo.scored == 24 and len(evo.population) == 8
     assert all(b >= a for a, b in zip(evo.history, evo.history[1:]))  # elitist
 
@@ -118,10 +119,13 @@ def test_tight_budget_still_fills_the_initial_population(table, scorer):
 
 # ----- the Tune searcher, driven by hand -----------------------------------------------------------
 def _drive(searcher, scorer, start: int = 0, stop_after: int | None = None, reverse: bool = True) -> int:
-    """Suggest until the searcher waits or finishes, complete trials in reverse order; like Tune."""
+    """Suggest until the searcher waits or finishes, complete trials in reverse order; like Tune.
+    Each trial is a batch: its scores, one per row, are what the trainable reports."""
     from ray.tune.search import Searcher
 
-    names, n = gene_names(GENOME), start
+    from ems_ray.search.tune import SCORES, batch_genes
+
+    n = start
     while True:
         open_trials = {}
         while (cfg := searcher.suggest(f"t{n}")) not in (None, Searcher.FINISHED):
@@ -130,28 +134,28 @@ def _drive(searcher, scorer, start: int = 0, stop_after: int | None = None, reve
         if not open_trials:
             return n
         for tid in sorted(open_trials, reverse=reverse):
-            genes = np.asarray([open_trials[tid][k] for k in names])
-            searcher.on_trial_complete(tid, scorer.score_one(genes))
+            genes = batch_genes(open_trials[tid])
+            searcher.on_trial_complete(tid, {SCORES: list(scorer.accuracy(genes))})
         if stop_after is not None and n >= stop_after:
             return n
 
 
 def test_searcher_matches_local_driver_and_resumes_from_save(table, scorer, budget, tmp_path):
-    from ems_ray.search.tune import EvolutionSearcher
+    from ems_ray.search.tune import SCORES, EvolutionSearcher
 
     local = run_local_evolution(scorer, budget, TINY, seed=5)
     whole = EvolutionSearcher(table, budget, TINY, seed=5)
-    _drive(whole, scorer)
+    assert _drive(whole, scorer) == TINY.generations  # one trial per generation
     assert np.array_equal(whole.best()[0], local.genes) and whole.evolution.history == local.history
 
     first = EvolutionSearcher(table, budget, TINY, seed=5)
-    n = _drive(first, scorer, stop_after=8)
-    first.suggest(f"t{n}")  # one trial in flight when interrupted
+    n = _drive(first, scorer, stop_after=1)
+    assert first.suggest(f"t{n}") is not None  # one generation in flight when interrupted
     first.save(str(tmp_path / "searcher.pkl"))
     resumed = EvolutionSearcher(table, budget, TINY, seed=5)
     resumed.restore(str(tmp_path / "searcher.pkl"))
-    genes = resumed.evolution.pending[resumed._trials[f"t{n}"][1]]
-    resumed.on_trial_complete(f"t{n}", scorer.score_one(genes))  # Tune re-runs the in-flight trial
+    genes = resumed._live[f"t{n}"][1]
+    resumed.on_trial_complete(f"t{n}", {SCORES: list(scorer.accuracy(genes))})  # Tune re-runs it
     _drive(resumed, scorer, start=n + 1, reverse=False)
     assert np.array_equal(resumed.best()[0], local.genes) and resumed.evolution.history == local.history
     with pytest.raises(ValueError, match="budget"):
@@ -162,11 +166,9 @@ def test_errored_trials_count_as_worst(table, scorer, budget):
     from ems_ray.search.tune import EvolutionSearcher
 
     s = EvolutionSearcher(table, budget, TINY, seed=0)
-    for i in range(8):
-        s.suggest(f"t{i}")
-    for i in range(8):
-        s.on_trial_complete(f"t{i}", None, error=(i % 2 == 0))
-    assert s.evolution.generation == 1 and np.isinf(s.evolution.fitness[-1])
+    assert s.suggest("t0") is not None and s.suggest("t1") is None  # the generation barrier
+    s.on_trial_complete("t0", None, error=True)
+    assert s.evolution.generation == 1 and np.isinf(s.evolution.fitness).all()
 
 
 def test_save_result_writes_a_loadable_subnet(scorer, budget, tmp_path):
@@ -219,3 +221,26 @@ def test_search_command_rejects_an_infeasible_budget_in_one_line(run_config, cap
     assert "cheapest possible" in err and "mJ" in err and "Traceback" not in err
     assert main(["search", "--config", str(run_config)]) == 2
     assert "no budget" in capsys.readouterr().err
+
+
+def test_distinct_population_holds_distinct_networks(scorer, budget):
+    """With `distinct` no network is twice in the population and proposals rarely repeat a known
+    network; APQ's evolution (`distinct=False`) fills its population with copies of the best and
+    spends candidates re-scoring them."""
+    cfg = dict(population=20, parents=5, mutations=10, crossovers=10, generations=30)
+    members, repeats = {}, {}
+    for distinct in (True, False):
+        evo = make_evolution(scorer, budget, EvolutionConfig(**cfg, distinct=distinct), seed=0)
+        repeats[distinct] = 0
+        while not evo.done:
+            genes = evo.ask()
+            known = {row.tobytes() for row in GENOME.canonical(evo.population)}
+            for row in GENOME.canonical(genes):
+                repeats[distinct] += row.tobytes() in known
+                known.add(row.tobytes())
+            evo.tell(genes, scorer.accuracy(genes))
+            if distinct:
+                assert len(np.unique(GENOME.canonical(evo.population), axis=0)) == len(evo.population)
+        members[distinct] = len(np.unique(GENOME.canonical(evo.population), axis=0))
+    assert members[True] == 20 and members[False] < 20
+    assert repeats[True] < repeats[False] / 2

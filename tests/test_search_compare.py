@@ -34,7 +34,7 @@ def test_random_search_is_within_budget_and_deterministic_by_seed(scorer, budget
     rows = []
     while not rs.done:
         rows.append(rs.ask())
-        rs.tell(scorer.accuracy(rows[-1]))
+        rs.tell(rows[-1], scorer.accuracy(rows[-1]))
     rows = np.concatenate(rows)
     assert len(rows) == 40 and within(scorer.costs(rows), budget).all()
     a, b, c = (run_local_random(scorer, budget, 40, seed=s) for s in (1, 1, 2))
@@ -44,29 +44,35 @@ def test_random_search_is_within_budget_and_deterministic_by_seed(scorer, budget
     assert not np.array_equal(a.genes, c.genes)
 
 
-def test_random_searcher_draws_the_local_sequence_one_per_trial_and_resumes(scorer, budget, tmp_path):
+def test_random_searcher_draws_the_local_sequence_in_any_batches_and_resumes(scorer, budget, tmp_path):
     from ray.tune.search import Searcher
 
-    from ems_ray.search import gene_names
-    from ems_ray.search.tune import RandomSearcher, config_to_genes
+    from ems_ray.search.tune import SCORES, RandomSearcher, batch_genes
 
     local = make_random_search(scorer, budget, samples=30, seed=4)
-    local.batch = 7  # batches of 7 locally, one per trial under Tune: the sequence must not depend on it
+    local.batch = 7  # batches of 7 locally, of 4 under Tune: the sequence must not depend on it
     chunks = []
     while not local.done:
         chunks.append(local.ask())
-        local.tell(np.zeros(len(chunks[-1])))
+        local.tell(chunks[-1], np.zeros(len(chunks[-1])))
     expected = np.concatenate(chunks)
 
-    names = gene_names(GENOME)
-    first = RandomSearcher(scorer.table, budget, 30, seed=4)
-    got = [config_to_genes(first.suggest(f"t{i}"), names) for i in range(12)]
+    first = RandomSearcher(scorer.table, budget, 30, seed=4, batch=4)
+    configs = [first.suggest(f"t{i}") for i in range(3)]  # three batches in flight at once
+    got = [batch_genes(c) for c in configs]
+    first.on_trial_complete("t0", {SCORES: [0.5] * 4})
     first.save(str(tmp_path / "random.pkl"))
-    resumed = RandomSearcher(scorer.table, budget, 30, seed=4)
+    resumed = RandomSearcher(scorer.table, budget, 30, seed=4, batch=4)
     resumed.restore(str(tmp_path / "random.pkl"))
-    got += [config_to_genes(resumed.suggest(f"t{i}"), names) for i in range(12, 30)]
-    assert np.array_equal(np.asarray(got), expected)
-    assert resumed.suggest("t30") == Searcher.FINISHED
+    for tid in ("t1", "t2"):  # Tune re-runs the trials in flight
+        resumed.on_trial_complete(tid, {SCORES: [0.5] * 4})
+    i = 3
+    while isinstance(config := resumed.suggest(f"t{i}"), dict):
+        got.append(batch_genes(config))
+        resumed.on_trial_complete(f"t{i}", {SCORES: [0.5] * len(got[-1])})
+        i += 1
+    assert config == Searcher.FINISHED and [len(g) for g in got] == [4] * 7 + [2]
+    assert np.array_equal(np.concatenate(got), expected)
     with pytest.raises(ValueError, match="budget"):
         RandomSearcher(scorer.table, Budget(latency_ms=1.0), 30, seed=4).restore(str(tmp_path / "random.pkl"))
 
@@ -90,8 +96,9 @@ def test_compare_config_sizes_the_evolution_to_the_candidates(scorer, budget):
     cfg = CompareConfig(candidates=40, population=8, parents=2)
     evo = cfg.evolution(EvolutionConfig(mutation_prob=0.3))
     assert (evo.generations, evo.children, evo.mutation_prob) == (5, 8, 0.3)
+    trials = {"evolution": 5, "tpe": 4, "nsga2": 5, "random": 4}  # generations of 8; batches of 10
     for algorithm in ("evolution", "tpe", "nsga2", "random"):
-        assert make_searcher(algorithm, scorer.table, budget, evo, cfg.candidates)[1] == 40
+        assert make_searcher(algorithm, scorer.table, budget, evo, cfg.candidates, batch=10)[1] == trials[algorithm]
     with pytest.raises(ValueError, match=r"candidates \(45\) must be a multiple of population \(8\).*40 or 48"):
         CompareConfig(candidates=45, population=8, parents=2)
     with pytest.raises(ValueError, match="listed twice"):
@@ -114,7 +121,7 @@ def test_traces_write_curves_fronts_and_summary(tmp_path):
     assert all((tmp_path / f).stat().st_size > 0 for f in FILES)
     summary = _read(tmp_path / "summary.csv")
     assert tuple(summary[0]) == SUMMARY_COLUMNS
-    assert summary[0]["best_accuracy"] == "0.8" and summary[0]["trials_per_s"] == "2.0"
+    assert summary[0]["best_accuracy"] == "0.8" and summary[0]["candidates_per_s"] == "2.0"
     assert summary[1]["best_accuracy"] == "" and summary[1]["scored"] == "1"  # nothing within budget
     curves = _read(tmp_path / "curves.csv")
     assert tuple(curves[0]) == CURVE_COLUMNS and len(curves) == 7 and curves[0]["best_accuracy"] == ""
@@ -139,7 +146,7 @@ def run_config(tmp_path_factory):
     path = root / "run.yaml"
     path.write_text(f"name: t\nrun_dir: {root / 'run'}\n"
                     "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
-                    "search: {compare: {candidates: 8, population: 4, parents: 2}}\n")
+                    "search: {batch: 3, compare: {candidates: 8, population: 4, parents: 2}}\n")
     return path
 
 
@@ -154,7 +161,7 @@ def test_search_command_runs_random_search_locally(run_config, budget, capsys):
 
 @pytest.fixture(scope="module")
 def compared(ray_local, run_config, scorer, budget):
-    """`run_compare_stage` run once: 8 candidates per algorithm."""
+    """`run_compare_stage` run once: 8 candidates per algorithm (batches of 3, generations of 4)."""
     from ems_ray.config import load_run_config
     from ems_ray.search import run_compare_stage
 
@@ -181,21 +188,26 @@ def test_compare_writes_every_file_with_equal_counts_within_budget(compared, bud
     front = _read(out / "front.csv")
     assert {r["algorithm"] for r in front} == set(algorithms)
     assert all(float(r["latency_ms"]) <= budget.latency_ms for r in front)
-    for algorithm in algorithms:  # what the Tune and TensorBoard views read
-        assert list((out / "tune" / algorithm).glob("candidate_*/events.out.tfevents.*"))
-        assert list((out / "tune" / algorithm).glob("candidate_*/progress.csv"))
+    for algorithm in algorithms:  # what the Tune and TensorBoard views read, and the candidates' rows
+        assert list((out / "tune" / algorithm).glob("batch_*/events.out.tfevents.*"))
+        assert list((out / "tune" / algorithm).glob("batch_*/progress.csv"))
+        assert list((out / "tune" / algorithm / "candidates").glob("batch-*.parquet"))
 
 
 def test_compare_random_search_under_tune_is_the_local_sequence(compared, scorer, budget):
     from ems_ray.search.tune import fit_tune, scored_trials
 
     _, out = compared
-    results, ran = fit_tune(scorer, budget, "random", num_samples=8, storage=out / "tune", name="random")
-    metrics, genes = scored_trials(results, GENOME)
-    assert not ran and [m["scored_at"] for m in metrics] == sorted(m["scored_at"] for m in metrics)
-    # the seed's candidates (2 in flight may score neighbours out of proposal order)
-    local = make_random_search(scorer, budget, 8, seed=0).draw(8)
-    assert sorted(map(tuple, genes)) == sorted(map(tuple, local))
+    results, ran = fit_tune(scorer, budget, "random", num_samples=8, storage=out / "tune", name="random", batch=3)
+    columns, genes = scored_trials(results, GENOME)
+    assert not ran and len(results) == 3 and list(columns["batch"]) == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert np.array_equal(genes, make_random_search(scorer, budget, 8, seed=0).draw(8))
+    np.testing.assert_allclose(columns["accuracy"], scorer.accuracy(genes))
+    for r in results:  # the per-trial report
+        m = r.metrics
+        assert m["candidates"] == len(m["scores"]) and m["feasible_share"] == 1.0
+        assert m["accuracy"] == pytest.approx(max(m["scores"])) and m["best_so_far"] >= m["accuracy"]
+        assert m["hypervolume"] > 0
 
 
 def test_compare_command_reuses_finished_experiments(compared, budget, capsys):
@@ -208,7 +220,7 @@ def test_compare_command_reuses_finished_experiments(compared, budget, capsys):
     captured = capsys.readouterr()
     printed = captured.out
     assert captured.err.count("reused the finished Tune experiment") == 4  # logged, on stderr
-    assert "algorithm" in printed and "trials/s" in printed and "tensorboard --logdir" in printed
+    assert "algorithm" in printed and "cand/s" in printed and "tensorboard --logdir" in printed
     assert (out / "summary.csv").read_text() == before
     assert sorted(p.name for p in (out / "tune" / "random").iterdir()) == trials
     # another candidate count over the same folders is refused, not mixed into the comparison
@@ -244,18 +256,18 @@ def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scor
     proposed = []
     while not evo.done:
         proposed.append(evo.ask())
-        evo.tell(scorer.accuracy(proposed[-1]))
+        evo.tell(proposed[-1], scorer.accuracy(proposed[-1]))
     proposed = np.concatenate(proposed)
 
-    # interrupted after 10 of 16; the resumed run has at most 8 left (6 + in-flight re-runs), so
-    # the callback restored with the Tuner does not fire again
+    # interrupted after 2 of 4 generations (one trial each); the resumed run has at most 2 trials
+    # left plus the one in flight, so the callback restored with the Tuner does not fire again
     results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo",
-                            max_concurrent=2, callbacks=[_interrupt_after(10)])
+                            max_concurrent=2, callbacks=[_interrupt_after(2)])
     first, _ = scored_trials(results, GENOME)
-    assert ran and 10 <= len(first) < 16
+    assert ran and 8 <= len(first["accuracy"]) < 16
     results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo", max_concurrent=2)
-    metrics, genes = scored_trials(results, GENOME)
-    assert ran and len(results) == 16 and len(metrics) == 16 and not results.errors
-    # the same 16 candidates as the uninterrupted search: none lost, none proposed twice
-    assert sorted(map(tuple, genes)) == sorted(map(tuple, proposed))
-    assert max(m["accuracy"] for m in metrics) == pytest.approx(evo.best()[1])
+    columns, genes = scored_trials(results, GENOME)
+    assert ran and len(results) == 4 and len(genes) == 16 and not results.errors
+    # the uninterrupted search's 16 candidates, in its order: none lost, none proposed twice
+    assert np.array_equal(genes, proposed)
+    assert columns["accuracy"].max() == pytest.approx(evo.best()[1])

@@ -7,42 +7,40 @@ import pickle
 
 import pytest
 
-from ems_ray.search import ALGORITHMS, EvolutionConfig, gene_names
-from ems_ray.search.tune import METRIC, MODE, config_to_genes, make_searcher, param_space
+from ems_ray.search import ALGORITHMS, EvolutionConfig
+from ems_ray.search.tune import METRIC, MODE, SCORES, batch_genes, make_searcher
 
 TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=4)
 
 
 def _fresh(algorithm, scorer, budget):
-    searcher, _ = make_searcher(algorithm, scorer.table, budget, TINY, num_samples=40, seed=5)
-    assert searcher.set_search_properties(METRIC, MODE, param_space(_genome(scorer)))
+    searcher, _ = make_searcher(algorithm, scorer.table, budget, TINY, num_samples=40, seed=5, batch=3)
+    assert searcher.set_search_properties(METRIC, MODE, {})
     return searcher
 
 
-def _genome(scorer):
-    from ems_ray.space import Genome
-
-    return Genome(scorer.space)
-
-
-def _drive(searchers, scorer, budget, ids, complete):
-    """Ask each searcher for `ids`, then report `complete` of them; all must agree throughout."""
-    names = gene_names(_genome(scorer))
+def _drive(searchers, scorer, ids, complete) -> dict:
+    """Ask each searcher for `ids`, then report `complete` of them; all must agree throughout.
+    Returns the configs (batches) handed out."""
+    asked = {}
     for trial_id in ids:
         configs = [s.suggest(trial_id) for s in searchers]
         assert all(c == configs[0] for c in configs), f"{trial_id}: searchers diverged"
+        asked[trial_id] = configs[0]
         if trial_id in complete and isinstance(configs[0], dict):
-            result = scorer.score_one(config_to_genes(configs[0], names), budget)
+            result = {SCORES: list(scorer.accuracy(batch_genes(configs[0])))}
             for s in searchers:
                 s.on_trial_complete(trial_id, dict(result))
+    return asked
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_searcher_pickles_and_restores_exactly(algorithm, scorer, budget, tmp_path):
     original = _fresh(algorithm, scorer, budget)
-    # 6 asked, 5 told: the restore happens with a trial in flight, as after an interrupted run
+    # 6 asked, 5 told: the restore happens with a batch in flight, as after an interrupted run
     first = [f"t{i}" for i in range(6)]
-    _drive([original], scorer, budget, first, set(first) - {"t2"})
+    asked = _drive([original], scorer, first, set(first) - {"t2"})
+    assert isinstance(asked["t2"], dict)
 
     unpickled = pickle.loads(pickle.dumps(original))
     restored = _fresh(algorithm, scorer, budget)
@@ -50,11 +48,11 @@ def test_searcher_pickles_and_restores_exactly(algorithm, scorer, budget, tmp_pa
     restored.restore(str(tmp_path / "searcher.pkl"))
 
     searchers = [original, unpickled, restored]
-    # the trial in flight finishes after the restore, then the search goes on for 14 more
+    # the batch in flight finishes after the restore, then the search goes on
     for s in searchers:
-        s.on_trial_complete("t2", {METRIC: 0.5, "latency_ms": 0.1, "energy_mj": 0.1, "bitops": 1.0})
+        s.on_trial_complete("t2", {SCORES: [0.5] * len(batch_genes(asked["t2"]))})
     later = [f"u{i}" for i in range(14)]
-    _drive(searchers, scorer, budget, later, set(later))
+    _drive(searchers, scorer, later, set(later))
 
 
 def test_searcher_state_is_refused_for_another_budget(scorer, budget, tmp_path):

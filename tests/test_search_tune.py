@@ -9,7 +9,7 @@ from ems_ray.space import Genome, load_preset
 
 SPACE = load_preset("fmnist-small")
 GENOME = Genome(SPACE)
-# Tune's controller sets the pace (0.25-0.4 s per trial, more on a loaded machine): 12 trials
+# one trial per generation: 3 trials of 4 candidates
 TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=3)
 
 
@@ -18,7 +18,7 @@ def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, t
 
     local = run_local_evolution(scorer, budget, TINY, seed=7)
     tuned = run_tune_search(scorer, budget, "evolution", TINY, seed=7, storage=tmp_path, name="evo")
-    assert tuned.scored == 12
+    assert tuned.scored == 12 and tuned.extra["trials"] == 3  # one trial per generation
     assert np.array_equal(tuned.genes, local.genes)
     assert tuned.scores["accuracy"] == pytest.approx(local.scores["accuracy"])
 
@@ -27,8 +27,10 @@ def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, t
 def test_optuna_searchers_run_under_tune(ray_local, scorer, budget, tmp_path, algorithm):
     from ems_ray.search.tune import run_tune_search
 
-    result = run_tune_search(scorer, budget, algorithm, num_samples=5, seed=0, storage=tmp_path, name=algorithm)
-    assert result.scored == 5
+    evolution = EvolutionConfig(population=4, parents=2)  # NSGA-II's population: one generation per trial
+    result = run_tune_search(scorer, budget, algorithm, evolution, num_samples=10, seed=0, storage=tmp_path,
+                             name=algorithm, batch=5)
+    assert result.scored == 10 and result.extra["trials"] == (2 if algorithm == "tpe" else 3)
     assert result.scores["latency_ms"] <= budget.latency_ms
     if algorithm == "nsga2":
         front = result.extra["pareto_front"]
@@ -36,14 +38,14 @@ def test_optuna_searchers_run_under_tune(ray_local, scorer, budget, tmp_path, al
 
 
 def test_optuna_trials_carry_the_budget_as_constraints(scorer, budget):
-    from ems_ray.search.tune import METRIC, MODE, config_to_genes, optuna_searcher, param_space
-    from ems_ray.search import gene_names
+    from ems_ray.search.tune import SCORES, batch_genes, optuna_searcher
 
-    searcher = optuna_searcher("tpe", scorer.table, budget, seed=0)
-    assert searcher.set_search_properties(METRIC, MODE, param_space(GENOME))
-    config = searcher.suggest("a")
-    genes = config_to_genes(config, gene_names(GENOME))
-    searcher.on_trial_complete("a", scorer.score_one(genes, budget))
-    (trial,) = searcher.study.trials
-    latency = scorer.costs(genes[None])["latency_ms"][0]
-    assert trial.constraints == {"latency_ms": pytest.approx(latency - budget.latency_ms)}
+    searcher = optuna_searcher("tpe", scorer.table, budget, seed=0, samples=6, batch=3)
+    genes = batch_genes(searcher.suggest("a"))
+    assert genes.shape == (3, GENOME.width)
+    assert len(searcher.study.trials) == 3  # three asks, all running: constant liar spreads them
+    searcher.on_trial_complete("a", {SCORES: list(scorer.accuracy(genes))})
+    latency = scorer.costs(genes)["latency_ms"]
+    for trial, lat in zip(searcher.study.trials, latency):
+        assert trial.constraints == {"latency_ms": pytest.approx(lat - budget.latency_ms)}
+        assert trial.state.name == "COMPLETE"

@@ -8,6 +8,7 @@ few numpy gathers rather than 100k Python walks.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 from ems_ray.artifacts import read_verified, write_artifact
 from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace, resolve_space, space_fingerprint
-from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
+from ems_ray.space.genome import DW_A, DW_W, GENES_PER_SLOT, KERNEL, MID, PW_A, PW_W
 
 from .bitfusion import BitFusionModel, LayerCost
 from .config import BitFusionConfig
@@ -155,14 +156,36 @@ class CostTable:
             bad = np.argwhere((genes < 0) | (genes >= g.choice_counts))[0]
             raise InputError(f"genes: row {bad[0]} column {bad[1]} is {genes[tuple(bad)]}, outside its "
                              f"{g.choice_counts[bad[1]]} choices")
-        active = g.active(genes)[..., None]
-        col = {gene: genes[:, g.slot_columns(gene)].astype(np.intp) for gene in (KERNEL, MID, PW_W, PW_A, DW_W, DW_A)}
-        slot = np.arange(g.n_slots)[None, :]
-        pw = (slot, col[MID], col[PW_W], col[PW_A])
-        dw = (slot, col[MID], col[KERNEL], col[DW_W], col[DW_A])
-        f = np.where(active, self._pw_f[pw] + self._dw_f[dw], 0.0).sum(axis=1) + self._fixed_f
-        n = np.where(active, self._pw_i[pw] + self._dw_i[dw], 0).sum(axis=1) + self._fixed_i
+        # one gather from the flattened per-block tables: each active slot picks its pw and its dw
+        # entry, a skipped slot the zero row at the end
+        flat, strides, base = self._flat_tables
+        slot_genes = genes[:, g.n_stages:].reshape(len(genes), g.n_slots, GENES_PER_SLOT).astype(np.intp)
+        index = slot_genes @ strides + base  # (n, slots, 2): pw entry, dw entry
+        index = np.where(g.active(genes)[..., None], index, flat.shape[1] - 1).reshape(len(genes), 2 * g.n_slots)
+        totals = np.take(flat, index, axis=1).sum(axis=2)  # (4, n): latency, energy, macs, bitops
+        f = totals[:2].T + self._fixed_f
+        n = np.rint(totals[2:].T).astype(np.int64) + self._fixed_i
         return {"latency_ms": f[:, 0], "energy_mj": f[:, 1], "macs": n[:, 0], "bitops": n[:, 1]}
+
+    @cached_property
+    def _flat_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dense tables as one (4, entries) float64 array, columns [pw entries..., dw entries...,
+        zeros] and rows latency, energy, MACs, BitOps (integers, exact in float64 below 2**53: the
+        sum of all entries bounds any sub-net's), the (6, 2) strides from a slot's genes to its pw
+        and dw column, and the (slots, 2) offset of each slot's."""
+        pw, dw = self._pw_f.shape[:4], self._dw_f.shape[:5]
+        rows = [np.concatenate([a.reshape(-1, 2), b.reshape(-1, 2), np.zeros((1, 2))])
+                for a, b in ((self._pw_f, self._dw_f), (self._pw_i, self._dw_i))]
+        if max(int(self._pw_i.sum()), int(self._dw_i.sum())) >= 2**52:
+            raise CostTableError("cost table: MACs or BitOps too large to sum exactly in float64")
+        flat = np.ascontiguousarray(np.concatenate(rows, axis=1).T)
+        pw_strides, dw_strides = (np.cumprod((shape + (1,))[:0:-1])[::-1] for shape in (pw, dw))
+        strides = np.zeros((GENES_PER_SLOT, 2), dtype=np.intp)
+        strides[[MID, PW_W, PW_A], 0] = pw_strides[1:]  # pw[slot, mid, w, a]
+        strides[[MID, KERNEL, DW_W, DW_A], 1] = dw_strides[1:]  # dw[slot, mid, kernel, w, a]
+        slots = np.arange(pw[0])
+        base = np.stack([slots * pw_strides[0], int(np.prod(pw)) + slots * dw_strides[0]], axis=1)
+        return flat, strides, base
 
     def score_config(self, config: SubnetConfig) -> dict[str, float]:
         """Scores of one sub-net config (validated against the space first)."""

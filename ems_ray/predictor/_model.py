@@ -64,6 +64,29 @@ class MLPPredictor(nn.Module):
         # de-standardise in the buffers' float32 even when the layers compute in bfloat16
         return self.forward_standardised(x).to(self.target_std.dtype) * self.target_std + self.target_mean
 
+    def forward_active(self, indices: torch.Tensor) -> torch.Tensor:
+        """`forward` of one-hot rows given by the positions of their ones: (n, k) int64, where
+        `input_dim` marks no feature (`Encoding.active_indices`); (n,) accuracy, equal to `forward`
+        up to float rounding.
+
+        The first layer of a one-hot row is its bias plus the sum of the weight columns its ones
+        select, so it is an embedding bag over the transposed weights (k gathered rows instead of a
+        product with all `input_dim` features). The transposed table is rebuilt only when a first-
+        layer weight has changed since the last call (PyTorch counts in-place updates in `_version`)."""
+        h = nn.functional.embedding_bag(indices, self._first_layer_rows(), mode="sum") + self.fp_in.bias
+        return self.out(self.body(h)).squeeze(-1).to(self.target_std.dtype) * self.target_std + self.target_mean
+
+    def _first_layer_rows(self) -> torch.Tensor:
+        weights = [self.fp_in.weight] + ([self.quant_in.weight] if self.quant_in is not None else [])
+        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
+        cached = getattr(self, "_rows_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                rows = torch.cat([w.detach().T for w in weights])
+                rows = torch.cat([rows, rows.new_zeros(1, self.hidden)])  # index input_dim: no feature
+            self._rows_cache = cached = (key, rows)
+        return cached[1]
+
     def set_compute_dtype(self, dtype: torch.dtype) -> None:
         """Cast the layers (not the target scale) to `dtype`, e.g. bfloat16 for fast inference."""
         for module in (self.fp_in, self.quant_in, self.body, self.out):

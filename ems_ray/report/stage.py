@@ -175,10 +175,10 @@ def _compare_section(run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
         slug = summary.parent.name
         rows = read_csv(summary)
         header = ["algorithm", "scored", "best predicted acc", "latency (ms)", "energy (mJ)", "BitOps (G)",
-                  "seconds", "trials/s"]
+                  "seconds", "candidates/s"]
         body = [[r["algorithm"], r["scored"], _fmt(r["best_accuracy"]), _fmt(r["latency_ms"], ".4g"),
                  _fmt(r["energy_mj"], ".4g"), _fmt(r["bitops"], ".4g", 1e9), _fmt(r["seconds"], ".1f"),
-                 _fmt(r["trials_per_s"], ".1f")] for r in rows]
+                 _fmt(r["candidates_per_s"], ".1f")] for r in rows]
         lines += ["", f"### Searchers, budget `{slug}`", "", *_table(header, body)]
         curves = summary.parent / "curves.csv"
         if curves.is_file():

@@ -7,15 +7,17 @@ Candidates are `Genome` rows, scored by the accuracy predictor and the BitFusion
     result = run_local_evolution(scorer, budget, EvolutionConfig(), seed=0)  # 50k candidates, seconds
     result.scores, result.subnet(Genome(space))
 
-The same `Evolution` runs under Ray Tune as `EvolutionSearcher` (one trial per candidate), beside
-random search (`RandomSearch`, `run_local_random`, `RandomSearcher`) and Optuna TPE and NSGA-II
-(`optuna_searcher`) over the same space and trainable: `run_tune_search`.
+Every searcher is a `BatchSearch` (ask a batch of rows, tell their scores): the `Evolution`, random
+search (`RandomSearch`, `run_local_random`) and Optuna TPE and NSGA-II (`OptunaSearch`). The same
+objects run under Ray Tune, one trial per batch (`EvolutionSearcher`, `RandomSearcher`,
+`optuna_searcher`), over the same batch-scoring trainable: `run_tune_search`.
 A run's stages: `run_search_stage(cfg, budget)` (`ems-ray search`) and `run_compare_stage(cfg,
 budget)` (`ems-ray compare-searchers`: all four at the same number of scored candidates).
 """
 from ems_ray._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "._base": ("BatchSearch",),
     "._evolution": ("Evolution",),
     "._local": ("SearchResult", "make_evolution", "make_random_search", "run_local_evolution", "run_local_random"),
     "._random": ("RandomSearch",),
@@ -25,7 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ),
     "._scoring": (
         "CandidateScorer", "InfeasibleBudgetError", "SyntheticPredictor", "check_feasible", "cheapest_costs",
-        "costliest_costs", "format_cost", "gene_names", "pareto_front", "within",
+        "costliest_costs", "format_cost", "gene_names", "hypervolume", "pareto_front", "within",
     ),
     ".config": ("ALGORITHMS", "Budget", "CompareConfig", "EvolutionConfig", "SearchConfig"),
     ".compare": ("run_compare_stage",),

@@ -2,14 +2,20 @@
 
     evo = Evolution(genome, EvolutionConfig(), feasible=lambda g: within(table.score(g), budget), seed=0)
     while not evo.done:
-        genes = evo.ask()                 # a whole generation, every row within the budget
-        evo.tell(scorer.accuracy(genes))  # one fitness per row, higher is better
+        genes = evo.ask()                        # a whole generation, every row within the budget
+        evo.tell(genes, scorer.accuracy(genes))  # one fitness per row, higher is better
 
-Lifecycle: `ask` returns the pending generation (the same array until `tell`); the first is the
-random initial population, every later one `mutations` mutated plus `crossovers` crossed children
-of the top `parents` of the population. `tell` merges the scored children into the population (kept
+Lifecycle (`BatchSearch`): `ask` hands out the next generation, then nothing (an empty batch)
+until that generation is told; the first is the random initial population, every later one
+`mutations` mutated plus `crossovers` crossed children of the top `parents` of the population. `tell` merges the scored children into the population (kept
 at the best `population` of parents and children, as the paper keeps parents plus children and
-breeds from their top-25) and advances one generation. All randomness comes from one numpy
+breeds from their top-25) and advances one generation.
+
+With `distinct` (the default) the population holds distinct networks, compared by canonical genes
+(`Genome.canonical`: genes of skipped blocks do not count), and a proposal that repeats a member or
+an earlier proposal is resampled like an over-budget one. Without it (APQ's evolution) the best
+network soon fills the whole population, crossovers of identical parents copy it, and the late
+generations are mutation-only and re-score known networks (docs/BENCHMARKS.md). All randomness comes from one numpy
 Generator seeded once, so the same seed and the same fitness values give the same search, whoever
 calls ask/tell (the local driver, or `EvolutionSearcher` under Ray Tune) and in whatever order the
 scores arrive.
@@ -24,11 +30,14 @@ import numpy as np
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
+from ._base import BatchSearch, as_scores
 from ._scoring import InfeasibleBudgetError
 from .config import EvolutionConfig
 
+NOVEL_ROUNDS = 4  # batched rounds that look for networks new to the population before repeats are allowed
 
-class Evolution:
+
+class Evolution(BatchSearch):
     """Ask/tell evolution over `Genome` rows; `feasible(genes) -> bool mask` rejects before scoring."""
 
     def __init__(self, genome: Genome, config: EvolutionConfig, feasible: Callable[[np.ndarray], np.ndarray],
@@ -40,32 +49,39 @@ class Evolution:
         self.generation = 0  # generations scored so far
         self.population = np.zeros((0, genome.width), dtype=np.int16)
         self.fitness = np.zeros(0, dtype=np.float64)
-        self.pending: np.ndarray | None = None
+        self.pending: np.ndarray | None = None  # the generation handed out, waiting for its scores
         self.history: list[float] = []  # best fitness after each generation
         self.scored = 0
+        self._seen: set[bytes] | None = None
 
     @property
     def done(self) -> bool:
         return self.generation >= self.config.generations
 
-    def ask(self) -> np.ndarray:
-        """The generation waiting for scores (empty once `done`)."""
-        if self.done:
+    def ask(self, n: int | None = None) -> np.ndarray:
+        """The next generation (whatever `n`), or an empty batch while one waits for its scores
+        or once `done`."""
+        if self.done or self.pending is not None:
             return np.zeros((0, self.genome.width), dtype=np.int16)
-        if self.pending is None:
-            self.pending = self._propose()
+        self.pending = self._propose()
         return self.pending
 
-    def tell(self, fitness: np.ndarray) -> None:
-        """Scores of the rows `ask` returned, in the same order."""
+    def tell(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        """Scores of the generation `ask` handed out (the same rows, in the same order)."""
         if self.pending is None:
             raise RuntimeError("tell() before ask(): no generation is waiting for scores")
-        fitness = np.asarray(fitness, dtype=np.float64).ravel()
-        if len(fitness) != len(self.pending):
-            raise InputError(f"tell(): {len(fitness)} scores for a generation of {len(self.pending)}")
+        if not np.array_equal(np.asarray(rows), self.pending):
+            raise InputError("tell(): the rows are not the generation waiting for scores")
+        fitness = as_scores(scores, self.pending, "a generation")
         genes = np.concatenate([self.population, self.pending])
-        scores = np.concatenate([self.fitness, np.where(np.isnan(fitness), -np.inf, fitness)])
-        keep = np.argsort(-scores, kind="stable")[: self.config.population]
+        scores = np.concatenate([self.fitness, fitness])
+        order = np.argsort(-scores, kind="stable")
+        if self.config.distinct:  # the best-scored copy of each network
+            first: dict[bytes, int] = {}
+            for i, key in enumerate(_keys(self.genome.canonical(genes[order]))):
+                first.setdefault(key, i)
+            order = order[np.fromiter(first.values(), dtype=np.intp, count=len(first))]
+        keep = order[: self.config.population]
         self.population, self.fitness = genes[keep], scores[keep]
         self.scored += len(fitness)
         self.pending = None
@@ -81,6 +97,7 @@ class Evolution:
     # ----- proposals -----------------------------------------------------------------------------
     def _propose(self) -> np.ndarray:
         g, c, rng = self.genome, self.config, self.rng
+        self._seen = None  # canonical keys of the population and of this generation's proposals so far
         if self.generation == 0:
             return self._fill(c.population, self._sample, "initial population")
         parents = self.population[: c.parents]
@@ -95,7 +112,28 @@ class Evolution:
         return self.genome.sample_spread(self.rng, k)  # through the genome: a restriction applies
 
     def _fill(self, n: int, propose: Callable[[int], np.ndarray], what: str) -> np.ndarray:
-        return fill_feasible(n, propose, self.feasible, self.config.max_resample_rounds, what, self.genome.width)
+        rounds, width = self.config.max_resample_rounds, self.genome.width
+        novel = np.zeros((0, width), dtype=np.int16)
+        if self.config.distinct:
+            # a converged population's crossovers mostly rebuild its own members: after a few
+            # rounds, the rest may repeat networks (the population still keeps one copy of each)
+            novel = fill_feasible(n, propose, self._novel_and_feasible, NOVEL_ROUNDS, what, width, required=False)
+        if len(novel) == n:
+            return novel
+        return np.concatenate([novel, fill_feasible(n - len(novel), propose, self.feasible, rounds, what, width)])
+
+    def _novel_and_feasible(self, rows: np.ndarray) -> np.ndarray:
+        """Within the budget and a network neither in the population nor proposed before in this
+        generation (an accepted row's key is remembered even if `fill_feasible` drops it: harmless)."""
+        if self._seen is None:
+            self._seen = set(_keys(self.genome.canonical(self.population)))
+        ok = np.zeros(len(rows), dtype=bool)
+        for i, key in enumerate(_keys(self.genome.canonical(rows))):
+            if key not in self._seen:
+                ok[i] = True
+                self._seen.add(key)
+        ok[ok] = self.feasible(rows[ok])
+        return ok
 
     # ----- state ---------------------------------------------------------------------------------
     def get_state(self) -> dict:
@@ -117,19 +155,32 @@ class Evolution:
         self.history, self.scored = list(state["history"]), state["scored"]
 
 
+def _keys(rows: np.ndarray) -> list[bytes]:
+    return [row.tobytes() for row in np.ascontiguousarray(rows, dtype=np.int16)]
+
+
 def fill_feasible(n: int, propose: Callable[[int], np.ndarray], feasible: Callable[[np.ndarray], np.ndarray],
-                  rounds: int, what: str, width: int) -> np.ndarray:
+                  rounds: int, what: str, width: int, required: bool = True) -> np.ndarray:
     """n feasible rows from batched proposals (rejected ones are never scored); raises
-    `InfeasibleBudgetError` when `rounds` batches do not yield them."""
+    `InfeasibleBudgetError` when `rounds` batches do not yield them (`required=False`: returns the
+    fewer rows found)."""
     found: list[np.ndarray] = []
     missing = n
+    size = max(2 * missing, 16)
     for _ in range(rounds):
         if missing == 0:
             break
-        batch = propose(max(2 * missing, 16))
-        ok = batch[feasible(batch)][:missing]
+        batch = propose(size)
+        accept = feasible(batch)
+        ok = batch[accept][:missing]
         found.append(ok)
         missing -= len(ok)
+        # twice the rows the last round's acceptance rate says are needed: a few large batches,
+        # not many small ones, when most proposals are rejected
+        rate = max(accept.mean(), 1 / 16)
+        size = max(2 * missing, 16) if rate >= 0.5 else int(np.ceil(2 * max(missing, 8) / rate))
+    if missing and not required:
+        return np.concatenate(found).astype(np.int16)
     if missing:
         raise InfeasibleBudgetError(
             f"{what}: found only {n - missing} of {n} candidates within the budget after "

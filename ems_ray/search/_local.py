@@ -14,6 +14,7 @@ import numpy as np
 
 from ems_ray.space import Genome, SubnetConfig
 
+from ._base import BatchSearch
 from ._evolution import Evolution
 from ._random import RandomSearch
 from ._scoring import CandidateScorer, check_feasible, within
@@ -71,11 +72,12 @@ def run_local_random(scorer: CandidateScorer, budget: Budget, samples: int = 100
     return drive("random", make_random_search(scorer, budget, samples, seed, max_resample_rounds), scorer, budget)
 
 
-def drive(algorithm: str, search: Evolution | RandomSearch, scorer: CandidateScorer, budget: Budget) -> SearchResult:
+def drive(algorithm: str, search: BatchSearch, scorer: CandidateScorer, budget: Budget) -> SearchResult:
     """ask/tell until done, one batched predictor call per batch."""
     t0 = time.perf_counter()
     while not search.done:
-        search.tell(scorer.accuracy(search.ask()))
+        rows = search.ask()
+        search.tell(rows, scorer.accuracy(rows))
     genes, _ = search.best()
     seconds = time.perf_counter() - t0
     return SearchResult(algorithm, budget, genes, scorer.score_one(genes), search.scored, seconds, search.history)

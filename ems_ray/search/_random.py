@@ -2,16 +2,17 @@
 
     rs = RandomSearch(genome, samples=1000, feasible=lambda g: within(table.score(g), budget), seed=0)
     while not rs.done:
-        genes = rs.ask()                  # the next batch, every row within the budget
-        rs.tell(scorer.accuracy(genes))
+        genes = rs.ask(100)                     # the next batch, every row within the budget
+        rs.tell(genes, scorer.accuracy(genes))
 
 Candidates come from the genome's `sample_spread`, the evolution's initial-population sampler
 (half uniform rows, half shrunk towards the smallest choices) with over-budget rows rejected before
 scoring, so random search is exactly the evolution without mutation and crossover, and a tight
 budget that uniform rows almost never meet still yields candidates. Rows are drawn in fixed blocks
 of `block` from one seeded Generator, so the sequence of candidates depends only on the seed and
-the budget: drawn a batch at a time (local driver) or one per trial (`RandomSearcher` under Tune),
-the same seed gives the same candidates.
+the budget: drawn in batches of any size (local driver, or one batch per trial under Tune), the
+same seed gives the same candidates. Candidates do not depend on scores, so several batches may be
+out at once.
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ import numpy as np
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
+from ._base import BatchSearch, as_scores
 from ._evolution import fill_feasible
 
 
-class RandomSearch:
-    """Ask/tell random search over `Genome` rows: `samples` candidates, `batch` per `ask`."""
+class RandomSearch(BatchSearch):
+    """Ask/tell random search over `Genome` rows: `samples` candidates, `batch` per `ask()`."""
 
     def __init__(self, genome: Genome, samples: int, feasible: Callable[[np.ndarray], np.ndarray], seed: int = 0,
                  batch: int = 100, block: int = 100, max_resample_rounds: int = 200):
@@ -41,7 +43,6 @@ class RandomSearch:
         self._buffer = np.zeros((0, genome.width), dtype=np.int16)
         self.drawn = 0  # candidates handed out (by `draw` or `ask`)
         self.scored = 0
-        self.pending: np.ndarray | None = None
         self.best_genes: np.ndarray | None = None
         self.best_fitness = -np.inf
         self.history: list[float] = []  # best fitness after each told batch
@@ -66,24 +67,16 @@ class RandomSearch:
         self.drawn += n
         return rows
 
-    def ask(self) -> np.ndarray:
-        """The batch waiting for scores (the same array until `tell`; empty once `done`)."""
-        if self.pending is None:
-            self.pending = self.draw(self.batch)
-        return self.pending
+    def ask(self, n: int | None = None) -> np.ndarray:
+        """The next `n` (default `batch`) candidates of the sequence; empty once all are handed out."""
+        return self.draw(self.batch if n is None else n)
 
-    def tell(self, fitness: np.ndarray) -> None:
-        if self.pending is None:
-            raise RuntimeError("tell() before ask(): no batch is waiting for scores")
-        fitness = np.asarray(fitness, dtype=np.float64).ravel()
-        fitness = np.where(np.isnan(fitness), -np.inf, fitness)
-        if len(fitness) != len(self.pending):
-            raise InputError(f"tell(): {len(fitness)} scores for a batch of {len(self.pending)}")
+    def tell(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        fitness = as_scores(scores, rows, "a batch")
         if len(fitness) and fitness.max() > self.best_fitness:
             i = int(np.argmax(fitness))
-            self.best_genes, self.best_fitness = self.pending[i].copy(), float(fitness[i])
+            self.best_genes, self.best_fitness = np.array(rows[i], dtype=np.int16), float(fitness[i])
         self.scored += len(fitness)
-        self.pending = None
         self.history.append(self.best_fitness)
 
     def best(self) -> tuple[np.ndarray, float]:
@@ -95,7 +88,6 @@ class RandomSearch:
     def get_state(self) -> dict:
         return {"rng": copy.deepcopy(self.rng.bit_generator.state), "buffer": self._buffer.copy(),
                 "drawn": self.drawn, "scored": self.scored,
-                "pending": None if self.pending is None else self.pending.copy(),
                 "best_genes": None if self.best_genes is None else self.best_genes.copy(),
                 "best_fitness": self.best_fitness, "history": list(self.history),
                 "settings": {"samples": self.samples, "batch": self.batch, "block": self.block}}
@@ -106,6 +98,5 @@ class RandomSearch:
             raise InputError(f"random search state was saved with other settings: {state['settings']} != {settings}")
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self._buffer, self.drawn, self.scored = state["buffer"].copy(), state["drawn"], state["scored"]
-        self.pending = None if state["pending"] is None else state["pending"].copy()
         self.best_genes = None if state["best_genes"] is None else state["best_genes"].copy()
         self.best_fitness, self.history = state["best_fitness"], list(state["history"])

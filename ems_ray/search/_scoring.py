@@ -104,6 +104,17 @@ def _extreme_costs(table: CostTable, smallest: bool) -> dict[str, float]:
     return total
 
 
+def hypervolume(accuracy: np.ndarray, cost: np.ndarray, cost_limit: float) -> float:
+    """Area dominated by the (accuracy max, cost min) points up to the reference point
+    (accuracy 0, cost `cost_limit`); points at or beyond the limit add nothing."""
+    accuracy, cost = np.asarray(accuracy, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+    keep = cost < cost_limit
+    accuracy, cost = accuracy[keep], cost[keep]
+    front = pareto_front(accuracy, cost)  # by increasing cost and accuracy
+    gains = np.diff(np.concatenate([[0.0], np.maximum(accuracy[front], 0.0)]))
+    return float(np.sum(gains * (cost_limit - cost[front])))
+
+
 def cheapest_costs(table: CostTable) -> dict[str, float]:
     """The smallest latency, energy, MACs and BitOps any sub-net of the table's space can have.
 
@@ -153,7 +164,10 @@ class CandidateScorer:
         return self.table.space
 
     def accuracy(self, genes: np.ndarray) -> np.ndarray:
-        return np.asarray(self.predictor.predict(np.atleast_2d(genes)), dtype=np.float64)
+        genes = np.atleast_2d(genes)
+        if _gathers(self.predictor):
+            return _gathered_accuracy(self.predictor, genes)
+        return np.asarray(self.predictor.predict(genes), dtype=np.float64)
 
     def costs(self, genes: np.ndarray) -> dict[str, np.ndarray]:
         return self.table.score(genes)
@@ -168,3 +182,20 @@ class CandidateScorer:
         if budget is not None:
             scores["within_budget"] = bool(within({k: np.asarray([v]) for k, v in scores.items()}, budget)[0])
         return scores
+
+
+def _gathers(predictor) -> bool:
+    """An `AccuracyPredictor` (an encoding and an MLP that takes active indices), without importing torch."""
+    return hasattr(predictor, "encoding") and hasattr(getattr(predictor, "model", None), "forward_active")
+
+
+def _gathered_accuracy(predictor, genes: np.ndarray) -> np.ndarray:
+    """`predictor.predict(genes)` to float rounding, the first layer gathered: a candidate activates
+    6 features per block of several hundred (`Encoding.active_indices`), so its first-layer product
+    is a sum of a few weight rows (`MLPPredictor.forward_active`)."""
+    import torch
+
+    indices = torch.from_numpy(predictor.encoding.active_indices(genes, fp_only=predictor.kind == "fp"))
+    with torch.inference_mode():
+        accuracy = predictor.model.forward_active(indices.to(predictor.device))
+    return accuracy.float().cpu().numpy().astype(np.float64)

@@ -2,15 +2,17 @@
 budget and the same number of scored candidates, all through Ray Tune.
 
     <run_dir>/compare/<budget>/summary.csv   algorithm, scored, best_accuracy, latency_ms, energy_mj,
-                                             bitops, seconds, trials_per_s (costs of the best candidate)
+                                             bitops, seconds, candidates_per_s (costs of the best candidate)
     <run_dir>/compare/<budget>/curves.csv    algorithm, scored, best_accuracy: best predicted accuracy
                                              within the budget after each scored candidate
     <run_dir>/compare/<budget>/front.csv     algorithm, accuracy, latency_ms: each algorithm's
                                              non-dominated points among its within-budget candidates
     <run_dir>/compare/<budget>/curves.png, front.png
-    <run_dir>/compare/<budget>/tune/<algorithm>/   the Tune experiments (JSON, CSV, TensorBoard logs)
+    <run_dir>/compare/<budget>/tune/<algorithm>/   the Tune experiments (JSON, CSV, TensorBoard logs),
+                                             every candidate in candidates/batch-<k>.parquet
 
-Candidates count in the order they were scored (`scored_at`, reported by each trial). Before an
+Candidates count in the order they were asked (batch by batch, each Tune trial one batch; with
+one trial in flight, the default, that is the order they were scored). Before an
 algorithm's first within-budget candidate `best_accuracy` is empty in curves.csv (NaN to pandas),
 and empty in summary.csv when it found none. Evolution and random search reject over-budget
 candidates before scoring, so all their candidates count; TPE and NSGA-II score over-budget ones
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from ems_ray.config import RunConfig
 
 SUMMARY_COLUMNS = ("algorithm", "scored", "best_accuracy", "latency_ms", "energy_mj", "bitops", "seconds",
-                   "trials_per_s")
+                   "candidates_per_s")
 CURVE_COLUMNS = ("algorithm", "scored", "best_accuracy")
 FRONT_COLUMNS = ("algorithm", "accuracy", "latency_ms")
 TRACE_COSTS = ("latency_ms", "energy_mj", "bitops")
@@ -65,10 +67,16 @@ class SearcherTrace:
 
     @classmethod
     def from_metrics(cls, algorithm: str, metrics: list[dict], budget: Budget, seconds: float) -> SearcherTrace:
-        """From the trials' reported metrics (`score_trainable`'s keys)."""
-        accuracy = np.asarray([m["accuracy"] for m in metrics], dtype=np.float64)
-        costs = {k: np.asarray([m[k] for m in metrics], dtype=np.float64) for k in TRACE_COSTS}
-        return cls(algorithm, accuracy, costs, within(costs, budget) if metrics else np.zeros(0, bool), seconds)
+        """From one dict of scores per candidate (`CandidateScorer.score_one`'s keys)."""
+        return cls.from_columns(algorithm, {k: [m[k] for m in metrics] for k in ("accuracy", *TRACE_COSTS)},
+                                budget, seconds)
+
+    @classmethod
+    def from_columns(cls, algorithm: str, columns: dict, budget: Budget, seconds: float) -> SearcherTrace:
+        """From per-candidate arrays (`scored_trials`' columns)."""
+        accuracy = np.asarray(columns["accuracy"], dtype=np.float64)
+        costs = {k: np.asarray(columns[k], dtype=np.float64) for k in TRACE_COSTS}
+        return cls(algorithm, accuracy, costs, within(costs, budget) if len(accuracy) else np.zeros(0, bool), seconds)
 
     @property
     def scored(self) -> int:
@@ -95,7 +103,7 @@ class SearcherTrace:
         row = {"algorithm": self.algorithm, "scored": self.scored,
                "best_accuracy": math.nan if best is None else float(self.accuracy[best]),
                **{k: math.nan if best is None else float(self.costs[k][best]) for k in TRACE_COSTS},
-               "seconds": self.seconds, "trials_per_s": self.scored / self.seconds if self.seconds > 0 else math.nan}
+               "seconds": self.seconds, "candidates_per_s": self.scored / self.seconds if self.seconds > 0 else math.nan}
         return row
 
 
@@ -164,7 +172,7 @@ def format_summary(summary_csv: str | Path) -> str:
     with open(summary_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     header = f"{'algorithm':<10} {'scored':>7} {'best acc':>9} {'latency':>10} {'energy':>10} {'GBitOps':>8} " \
-             f"{'seconds':>8} {'trials/s':>8}"
+             f"{'seconds':>8} {'cand/s':>8}"
     lines = [header]
     for r in rows:
         def num(key: str, fmt: str, scale: float = 1.0) -> str:
@@ -172,7 +180,7 @@ def format_summary(summary_csv: str | Path) -> str:
 
         lines.append(f"{r['algorithm']:<10} {r['scored']:>7} {num('best_accuracy', '9.4f')} "
                      f"{num('latency_ms', '7.4f')} ms {num('energy_mj', '7.4f')} mJ {num('bitops', '8.3f', 1e9)} "
-                     f"{num('seconds', '8.1f')} {num('trials_per_s', '8.2f')}")
+                     f"{num('seconds', '8.1f')} {num('candidates_per_s', '8.2f')}")
     return "\n".join(lines)
 
 
@@ -197,7 +205,7 @@ def tune_loggers() -> list:
 
 def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareConfig, out_dir: str | Path,
                       evolution: EvolutionConfig | None = None, seed: int = 0, max_concurrent: int = 1,
-                      log: Callable[[str], None] = logger.info) -> list[SearcherTrace]:
+                      log: Callable[[str], None] = logger.info, batch: int = 100) -> list[SearcherTrace]:
     """Run each of `config.algorithms` through Tune under `out_dir/tune/<algorithm>` with
     `config.candidates` scored candidates, and write the comparison into `out_dir`. Needs Ray.
 
@@ -214,14 +222,15 @@ def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareCo
         existed, previous = folder.is_dir(), _read_seconds(folder)
         t0 = time.perf_counter()
         results, ran = fit_tune(scorer, budget, algorithm, evolution, config.candidates, seed, out / "tune",
-                                algorithm, max_concurrent, callbacks=tune_loggers())
+                                algorithm, max_concurrent, callbacks=tune_loggers(), batch=batch)
         seconds = previous + (time.perf_counter() - t0 if ran else 0.0)
-        metrics, _ = scored_trials(results, Genome(scorer.space))
-        if len(metrics) != config.candidates:
-            raise InputError(f"{folder} holds {len(metrics)} scored candidates, not {config.candidates} "
+        columns, _ = scored_trials(results, Genome(scorer.space))
+        scored = len(columns["accuracy"])
+        if scored != config.candidates:
+            raise InputError(f"{folder} holds {scored} scored candidates, not {config.candidates} "
                              f"(search.compare.candidates): remove the folder to run {algorithm} again")
-        (folder / _SECONDS_FILE).write_text(json.dumps({"seconds": seconds, "scored": len(metrics)}))
-        trace = SearcherTrace.from_metrics(algorithm, metrics, budget, seconds)
+        (folder / _SECONDS_FILE).write_text(json.dumps({"seconds": seconds, "scored": scored}))
+        trace = SearcherTrace.from_columns(algorithm, columns, budget, seconds)
         traces.append(trace)
         verb = "resumed" if existed and ran else "ran" if ran else "reused the finished Tune experiment of"
         log(f"[compare] {verb} {algorithm}: {trace.scored} candidates, {seconds:.1f} s ({folder})")
@@ -246,5 +255,5 @@ def run_compare_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer
     out = RunLayout.of(cfg).compare(budget)
     sc = cfg.search
     with ray_session(cfg.ray):
-        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, cfg.seed, sc.max_concurrent)
+        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, cfg.seed, sc.max_concurrent, batch=sc.batch)
     return out

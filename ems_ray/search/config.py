@@ -112,7 +112,8 @@ class EvolutionConfig(BaseModel):
 
     `generations` counts scored generations, the random initial population included, so the
     default scores 500 x 100 = 50,000 candidates (the paper's budget). Candidates that break the
-    budget are rejected before scoring and resampled, at most `max_resample_rounds` batched rounds.
+    budget (and, with `distinct`, repeats of a known network) are rejected before scoring and
+    resampled, at most `max_resample_rounds` batched rounds.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -124,6 +125,8 @@ class EvolutionConfig(BaseModel):
     mutation_prob: float = Field(0.1, gt=0, le=1)
     generations: PositiveInt = 500
     max_resample_rounds: PositiveInt = 200
+    distinct: bool = Field(True, description="the population keeps distinct networks and proposals repeat none "
+                                             "(by canonical genes); False: APQ's evolution, duplicates allowed")
 
     @model_validator(mode="after")
     def _sizes(self) -> EvolutionConfig:
@@ -171,11 +174,12 @@ class CompareConfig(BaseModel):
         return self
 
     def evolution(self, base: EvolutionConfig) -> EvolutionConfig:
-        """The evolution that scores exactly `candidates`; mutation probability and resampling from `base`."""
+        """The evolution that scores exactly `candidates`; mutation probability, resampling and `distinct` from `base`."""
         half = self.population // 2
         return EvolutionConfig(population=self.population, parents=self.parents, mutations=half,
                                crossovers=self.population - half, generations=self.candidates // self.population,
-                               mutation_prob=base.mutation_prob, max_resample_rounds=base.max_resample_rounds)
+                               mutation_prob=base.mutation_prob, max_resample_rounds=base.max_resample_rounds,
+                               distinct=base.distinct)
 
 
 class SearchConfig(BaseModel):
@@ -191,6 +195,8 @@ class SearchConfig(BaseModel):
     lut: str | None = Field(None, description="cost-table Parquet; None builds it from the space")
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna and random searchers")
+    batch: PositiveInt = Field(100, description="candidates per Tune trial of random search and TPE (the evolution's "
+                                                "and NSGA-II's batch is their generation)")
     max_concurrent: PositiveInt = Field(1, description="Tune trials in flight: a score takes microseconds, and with "
                                                        "more than one the evolution's generation barrier costs an "
                                                        "actor restart per generation (BENCHMARKS.md)")

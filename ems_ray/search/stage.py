@@ -77,5 +77,5 @@ def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer:
         with ray_session(cfg.ray):
             result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, cfg.seed,
                                      storage=out / "tune", name=sc.algorithm, max_concurrent=sc.max_concurrent,
-                                     check=False)
+                                     check=False, batch=sc.batch)
     return result, save_result(result, scorer, out)

@@ -58,6 +58,21 @@ class Encoding:
         out[rows, positions] = np.broadcast_to(active[:, :, None], positions.shape)
         return out[:, : self.fp_dim] if fp_only else out
 
+    def active_indices(self, genes: np.ndarray, fp_only: bool = False) -> np.ndarray:
+        """(n, k) int64 positions of the ones of `encode(genes, fp_only)`, k = 6 (2 with `fp_only`)
+        per slot; a skipped slot's positions are the row width (`dim`, or `fp_dim`), one past the
+        last feature. A one-hot row's product with a matrix is the sum of the rows these select,
+        so a predictor's first layer can gather instead of multiplying (`MLPPredictor.forward_active`)."""
+        genes = np.atleast_2d(genes)
+        g = self.genome
+        if genes.ndim != 2 or genes.shape[1] != g.width:
+            raise InputError(f"gene rows have shape {genes.shape}; '{self.space.name}' needs (n, {g.width})")
+        parts = list(FP_GENES) if fp_only else list(range(GENES_PER_SLOT))
+        slot_genes = genes[:, g.n_stages:].reshape(len(genes), g.n_slots, GENES_PER_SLOT)[:, :, parts]
+        positions = self._offset[None, :, parts] + slot_genes
+        pad = self.fp_dim if fp_only else self.dim
+        return np.where(g.active(genes)[:, :, None], positions, pad).reshape(len(genes), g.n_slots * len(parts))
+
     def decode(self, x: np.ndarray) -> np.ndarray:
         """Canonical genes of an encoding (inactive slots 0). An FP-only row decodes with every
         bit-width at its largest choice. Raises ValueError on rows that are not valid encodings."""

@@ -51,13 +51,17 @@ class Genome:
         return np.asarray([sl.position for sl in self.space.slots])
 
     @cached_property
-    def _depth_values(self) -> list[np.ndarray]:
-        return [np.asarray(st.depth_choices) for st in self.space.stages]
+    def _depth_table(self) -> np.ndarray:
+        """(n_stages, most depth choices): depth of choice j of stage s (padded with 0)."""
+        table = np.zeros((self.n_stages, max(len(st.depth_choices) for st in self.space.stages)), dtype=np.int64)
+        for s, st in enumerate(self.space.stages):
+            table[s, : len(st.depth_choices)] = st.depth_choices
+        return table
 
     def depths(self, genes: np.ndarray) -> np.ndarray:
         """(n, n_stages) active depth of every stage."""
         genes = np.atleast_2d(genes)
-        return np.stack([self._depth_values[s][genes[:, s]] for s in range(self.n_stages)], axis=1)
+        return self._depth_table[np.arange(self.n_stages), genes[:, : self.n_stages]]
 
     def active(self, genes: np.ndarray) -> np.ndarray:
         """(n, n_slots) bool: which block slots the sub-net uses (the first d of each stage)."""
@@ -66,12 +70,10 @@ class Genome:
 
     def canonical(self, genes: np.ndarray) -> np.ndarray:
         """Zero the genes of inactive slots, so equal networks have equal rows."""
-        genes = np.array(np.atleast_2d(genes), copy=True)
-        inactive = ~self.active(genes)
-        for g in range(GENES_PER_SLOT):
-            cols = self.slot_columns(g)
-            genes[:, cols] = np.where(inactive, 0, genes[:, cols])
-        return genes
+        genes = np.atleast_2d(genes)
+        keep = np.ones(genes.shape, dtype=bool)
+        keep[:, self.n_stages:] = np.repeat(self.active(genes), GENES_PER_SLOT, axis=1)  # slot-major columns
+        return np.where(keep, genes, 0).astype(genes.dtype)
 
     # ----- sampling and evolution ------------------------------------------------------------
     def sample(self, rng: np.random.Generator, n: int, fixed_bits: int | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Optuna TPE and NSGA-II as a Ray Tune `Searcher`, through Optuna's own ask/tell API."""
+"""Optuna TPE and NSGA-II through Optuna's own ask/tell API, as a `BatchSearch`, and their Tune searcher."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -6,12 +6,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ems_ray.errors import InputError
+from ems_ray.space import Genome
 
+from .._base import BatchSearch, as_scores
+from .._scoring import gene_names, within
 from ..config import Budget
-from .searchers import METRIC, MODE, _GeneSearcher
+from .searchers import METRIC, MODE, BatchSearcher
 
 if TYPE_CHECKING:
     from ems_ray.hardware import CostTable
+
+OPTUNA_ALGORITHMS = ("tpe", "nsga2")
 
 
 def budget_constraints(table: CostTable, budget: Budget, genes: np.ndarray) -> dict[str, float]:
@@ -20,39 +25,43 @@ def budget_constraints(table: CostTable, budget: Budget, genes: np.ndarray) -> d
     return {key: float(costs[key][0] - limit) for key, limit in budget.limits().items()}
 
 
-OPTUNA_ALGORITHMS = ("tpe", "nsga2")
+class OptunaSearch(BatchSearch):
+    """Optuna TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the budget's first cost),
+    `samples` candidates, each `ask(n)` n `study.ask()` calls (NSGA-II: one generation of
+    `population`, whatever n), each `tell` one `study.tell` per row.
 
-
-class OptunaSearcher(_GeneSearcher):
-    """Optuna TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the budget's first cost)
-    through Optuna's ask/tell API, one `study.ask()` per Tune trial.
-
-    Both see the budget as Optuna constraints (`Trial.set_constraint`, cost minus limit from the LUT,
-    set when the trial is asked): TPE models feasible trials apart, NSGA-II uses constrained
-    domination.
+    TPE runs with `constant_liar`, so the asks of one batch, all running when the next is asked,
+    spread instead of repeating. Both see the budget as Optuna constraints (`Trial.set_constraint`,
+    cost minus limit from the LUT, set when the trial is asked): TPE models feasible trials apart,
+    NSGA-II uses constrained domination. Optuna's cost per ask grows with the trials so far (TPE
+    fits its Parzen estimators on every finished trial; NSGA-II scans the study for its
+    generation), which is what `bench_search.py` records.
 
     Optuna's samplers are not ours to pickle (NSGA-II holds a thread lock since Optuna 5), so this
-    searcher keeps only its settings and a log of what it did: each ask (with its params) and
-    each tell (with its values). Every ask uses a sampler seeded from (seed, trial number), so
-    after unpickling or `restore` the study is rebuilt by replaying that log in order: NSGA-II asks
+    search keeps only its settings and a log of what it did: each ask (with its params) and each
+    tell (with its values). Every ask uses a sampler seeded from (seed, trial number), so after
+    unpickling or `set_state` the study is rebuilt by replaying that log in order: NSGA-II asks
     again (its generations and cached parent populations live in the study and must be rebuilt the
     way they were made; each replayed ask is checked against the log), TPE takes the logged params
     through `enqueue_trial` (it keeps no state beyond the trials, and its asks grow with the
-    history). The rebuilt study then asks exactly what the uninterrupted one would have, so
-    `Tuner.restore` resumes it.
+    history). The rebuilt study then asks exactly what the uninterrupted one would have.
     """
 
-    def __init__(self, algorithm: str, table: CostTable, budget: Budget, seed: int = 0, population: int = 50,
-                 metric: str = METRIC, mode: str = MODE):
+    def __init__(self, algorithm: str, table: CostTable, budget: Budget, samples: int, seed: int = 0,
+                 population: int = 50):
         if algorithm not in OPTUNA_ALGORITHMS:
             raise InputError(f"algorithm: '{algorithm}' is not an Optuna searcher; "
                              f"allowed values: {list(OPTUNA_ALGORITHMS)}")
-        super().__init__(table, budget, metric, mode)
+        self.table, self.budget, self.samples = table, budget, int(samples)
+        self.genome = Genome(table.space)
+        self.names = gene_names(self.genome)
         self.algorithm, self.seed, self.population = algorithm, int(seed), int(population)
         self.cost = next(iter(budget.limits()))  # NSGA-II's second objective
         self._log: list[tuple] = []  # ("ask", number, params) and ("tell", number, values or None)
         self._asked = 0
-        self._live: dict[str, int] = {}  # Tune trial id -> trial number, asked and not yet told
+        self._told = 0
+        self._live: dict[bytes, list[int]] = {}  # row bytes -> trial numbers asked and not yet told
+        self._best: tuple[np.ndarray | None, float] = (None, -np.inf)
         self._study = None
 
     # --- the Optuna study, rebuilt from the log ---------------------------------------------------
@@ -61,7 +70,7 @@ class OptunaSearcher(_GeneSearcher):
 
         seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
         if self.algorithm == "tpe":
-            return optuna.samplers.TPESampler(seed=seed)
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         return optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed)
 
     @property
@@ -113,44 +122,86 @@ class OptunaSearcher(_GeneSearcher):
         else:
             study.tell(number, values)
 
-    # --- Tune's Searcher interface ----------------------------------------------------------------
-    def suggest(self, trial_id: str) -> dict:
-        number = self._asked
-        params = self._ask(self.study, number)
-        self._log.append(("ask", number, params))
-        self._asked += 1
-        self._live[trial_id] = number
-        return params
+    # --- BatchSearch ------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._told >= self.samples
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        number = self._live.pop(trial_id, None)
-        if number is None:
-            return
-        result = result or {}
-        values = [result.get(self._metric)] + ([result.get(self.cost)] if self.algorithm == "nsga2" else [])
-        told = None if error or any(v is None or not np.isfinite(v) for v in values) else [float(v) for v in values]
-        self._tell(self.study, number, told)
-        self._log.append(("tell", number, told))
+    def ask(self, n: int | None = None) -> np.ndarray:
+        k = self.population if self.algorithm == "nsga2" or n is None else int(n)
+        rows = []
+        for _ in range(max(0, min(k, self.samples - self._asked))):
+            number = self._asked
+            params = self._ask(self.study, number)
+            self._log.append(("ask", number, params))
+            self._asked += 1
+            rows.append(list(params.values()))
+            self._live.setdefault(np.asarray(rows[-1], dtype=np.int16).tobytes(), []).append(number)
+        return np.asarray(rows, dtype=np.int16).reshape(len(rows), self.genome.width)
+
+    def tell(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int16)
+        scores = as_scores(scores, rows, "a batch")
+        costs = self.table.score(rows)
+        feasible = within(costs, self.budget)
+        for row, score, cost, ok in zip(rows, scores, costs[self.cost], feasible):
+            numbers = self._live.get(row.tobytes())
+            if not numbers:
+                raise InputError("tell(): a row that was not asked, or told twice")
+            number = numbers.pop(0)
+            if not numbers:
+                del self._live[row.tobytes()]
+            told = None if not np.isfinite(score) else [float(score)] + (
+                [float(cost)] if self.algorithm == "nsga2" else [])
+            self._tell(self.study, number, told)
+            self._log.append(("tell", number, told))
+            self._told += 1
+            if ok and np.isfinite(score) and score > self._best[1]:
+                self._best = (row.copy(), float(score))
+
+    def best(self) -> tuple[np.ndarray, float]:
+        """The best within-budget row told so far (Optuna may propose over-budget ones)."""
+        if self._best[0] is None:
+            raise RuntimeError("no candidate within the budget told yet")
+        return self._best[0].copy(), self._best[1]
 
     def get_state(self) -> dict:
-        return {**super().get_state(), "algorithm": self.algorithm, "seed": self.seed,
-                "population": self.population, "log": list(self._log), "asked": self._asked,
-                "live": dict(self._live)}
+        return {"algorithm": self.algorithm, "seed": self.seed, "population": self.population,
+                "samples": self.samples, "log": list(self._log), "asked": self._asked, "told": self._told,
+                "live": {k: list(v) for k, v in self._live.items()},
+                "best": (None if self._best[0] is None else self._best[0].copy(), self._best[1])}
 
     def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        mine = (self.algorithm, self.seed, self.population)
-        if (state["algorithm"], state["seed"], state["population"]) != mine:
-            raise InputError(f"searcher state was saved for {state['algorithm']} (seed {state['seed']}, population "
-                             f"{state['population']}), not {mine[0]} (seed {mine[1]}, population {mine[2]})")
-        self._log, self._asked, self._live = list(state["log"]), state["asked"], dict(state["live"])
+        mine = (self.algorithm, self.seed, self.population, self.samples)
+        saved = (state["algorithm"], state["seed"], state["population"], state["samples"])
+        if saved != mine:
+            raise InputError(f"searcher state was saved for {saved[0]} (seed {saved[1]}, population {saved[2]}, "
+                             f"{saved[3]} samples), not {mine[0]} (seed {mine[1]}, population {mine[2]}, "
+                             f"{mine[3]} samples)")
+        self._log, self._asked, self._told = list(state["log"]), state["asked"], state["told"]
+        self._live = {k: list(v) for k, v in state["live"].items()}
+        self._best = state["best"]
         self._study = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_study": None}
 
 
-def optuna_searcher(algorithm: str, table: CostTable, budget: Budget, seed: int = 0,
-                    population: int = 50) -> OptunaSearcher:
-    """The Tune searcher for Optuna TPE or NSGA-II (population `population`) under `budget`."""
-    return OptunaSearcher(algorithm, table, budget, seed, population)
+class OptunaSearcher(BatchSearcher):
+    """`OptunaSearch` under Tune: `batch` asks per trial (TPE), one generation per trial (NSGA-II)."""
+
+    def __init__(self, algorithm: str, table: CostTable, budget: Budget, samples: int, seed: int = 0,
+                 population: int = 50, batch: int = 100, metric: str = METRIC, mode: str = MODE):
+        super().__init__(OptunaSearch(algorithm, table, budget, samples, seed, population), table, budget, batch,
+                         metric, mode)
+
+    @property
+    def study(self):
+        return self.search.study
+
+
+def optuna_searcher(algorithm: str, table: CostTable, budget: Budget, seed: int = 0, population: int = 50,
+                    samples: int = 100, batch: int = 100) -> OptunaSearcher:
+    """The Tune searcher for Optuna TPE (`batch` asks per trial) or NSGA-II (population
+    `population`, one generation per trial) under `budget`, `samples` candidates."""
+    return OptunaSearcher(algorithm, table, budget, samples, seed, population, batch)

@@ -1,14 +1,21 @@
-"""Our searchers as Ray Tune `Searcher`s: the paper's evolution and random search, one candidate
-per trial, over one categorical choice index per gene column (`gene_names`: `depth0`, ...,
-`b00_kernel`, `b00_mid`, ...), so the evolution, Optuna and Tune's own views see the same space.
+"""Our searchers as Ray Tune `Searcher`s: one Tune trial scores one batch of a `BatchSearch`.
 
-`save`/`restore` carry each searcher's whole state, so `Tuner.restore` resumes a search exactly;
-Tune also pickles the searcher object into the Tuner state, so a searcher holds plain data only.
+A trial's config carries its batch: `{"batch": k, "genes": <rows, packed>, "front": [...]}`
+(`batch_genes(config)` unpacks the rows; `front` is the within-budget accuracy/cost front of every
+batch told before this one was asked, so the trial can report the hypervolume so far). The trial
+reports one score per row (`scores`), which the searcher tells its search. The evolution's batch
+is its generation; random search any size; Optuna (`optuna_searchers.py`) several asks.
+
+`save`/`restore` carry each searcher's whole state, batches in flight included, so
+`Tuner.restore` resumes a search exactly; Tune also pickles the searcher object into the Tuner
+state, so a searcher holds plain data only.
 """
 from __future__ import annotations
 
+import base64
 import pickle
-from typing import TYPE_CHECKING, Any
+import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ray.tune.search import Searcher
@@ -17,43 +24,55 @@ from ems_ray.artifacts import write_atomic
 from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
+from .._base import BatchSearch
 from .._evolution import Evolution
 from .._random import RandomSearch
-from .._scoring import gene_names, within
+from .._scoring import gene_names, pareto_front, within
 from ..config import Budget, EvolutionConfig
 
 if TYPE_CHECKING:
     from ems_ray.hardware import CostTable
 
 METRIC, MODE = "accuracy", "max"
+SCORES = "scores"  # the result key of a trial's per-row scores, in its batch's row order
 
 
-def param_space(genome: Genome) -> dict[str, Any]:
-    """Tune's parameter space: a categorical choice of index per gene column."""
-    from ray import tune
-
-    return {name: tune.choice(list(range(int(n)))) for name, n in zip(gene_names(genome), genome.choice_counts)}
-
-
-def config_to_genes(config: dict, names: list[str]) -> np.ndarray:
-    return np.asarray([int(config[n]) for n in names], dtype=np.int16)
+def pack_genes(rows: np.ndarray) -> str:
+    """Gene rows as a short config string (zlib-compressed little-endian int16, base64): a
+    generation of 100 rows of 132 genes is about 3 kB instead of 40 kB of JSON integers, and
+    Tune writes every trial's config into its experiment state."""
+    rows = np.ascontiguousarray(rows, dtype="<i2")
+    header = np.asarray(rows.shape, dtype="<i4").tobytes()
+    return base64.b64encode(zlib.compress(header + rows.tobytes(), 6)).decode("ascii")
 
 
-class _GeneSearcher(Searcher):
-    """What the gene-row searchers share: one config key per gene column, state tied to a budget, and
-    `save`/`restore` as a pickle of `get_state()` (Tune calls them at each experiment checkpoint, so
-    `Tuner.restore` resumes the search where the last checkpoint left it).
+def batch_genes(config: dict) -> np.ndarray:
+    """The (n, width) int16 rows of a trial's config (`pack_genes` reversed)."""
+    raw = zlib.decompress(base64.b64decode(config["genes"]))
+    shape = tuple(np.frombuffer(raw[:8], dtype="<i4"))
+    return np.frombuffer(raw[8:], dtype="<i2").reshape(shape).astype(np.int16)
 
-    Tune also pickles the searcher object itself (the Tuner state), so a searcher holds only plain
-    data, the cost table and its own objects: nothing whose pickling a library may change."""
 
-    def __init__(self, table: CostTable, budget: Budget, metric: str = METRIC, mode: str = MODE,
-                 genome: Genome | None = None):
+class BatchSearcher(Searcher):
+    """A `BatchSearch` under Tune: `suggest` asks it for a batch (`batch` rows, unless the search
+    fixes its own size) and makes it a trial; `on_trial_complete` tells it the trial's `scores`.
+
+    `suggest` returns None while the search waits for outstanding scores (the evolution's
+    generation barrier) and FINISHED once it has nothing left to hand out and nothing in flight.
+    An errored trial's rows count as the worst. The candidates are the search's, so a search is
+    the local driver's search for the same seed, whatever order the trials finish in.
+    """
+
+    def __init__(self, search: BatchSearch, table: CostTable, budget: Budget, batch: int | None = None,
+                 metric: str = METRIC, mode: str = MODE, genome: Genome | None = None):
         super().__init__(metric=metric, mode=mode)
-        self.table = table
-        self.budget = budget
-        self.genome = genome or Genome(table.space)  # e.g. a `RestrictedGenome`: candidates follow it
+        self.search, self.table, self.budget, self.batch = search, table, budget, batch
+        self.genome = genome or Genome(table.space)
         self.names = gene_names(self.genome)
+        self.cost = next(iter(budget.limits()))  # the front's (and hypervolume's) cost axis
+        self._batches = 0  # batches handed out
+        self._live: dict[str, tuple[int, np.ndarray]] = {}  # trial id -> (batch, rows), not yet told
+        self._front = np.zeros((0, 2))  # within-budget (accuracy, cost) front of the told batches
 
     def feasible(self, genes: np.ndarray) -> np.ndarray:
         """Which gene rows the budget admits (a method, not a closure: it pickles with the searcher)."""
@@ -64,17 +83,44 @@ class _GeneSearcher(Searcher):
         self._mode = self._mode or mode
         return True
 
-    def _config(self, row: np.ndarray) -> dict:
-        return {name: int(v) for name, v in zip(self.names, row)}
+    def suggest(self, trial_id: str) -> dict | str | None:
+        rows = self.search.ask(self.batch)
+        if not len(rows):
+            return None if self._live else Searcher.FINISHED
+        batch, self._batches = self._batches, self._batches + 1
+        self._live[trial_id] = (batch, rows)
+        return {"batch": batch, "genes": pack_genes(rows), "front": self._front.tolist()}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        batch, rows = self._live.pop(trial_id, (None, None))
+        if rows is None:
+            return
+        scores = None if error or not result else result.get(SCORES)
+        if scores is None or len(scores) != len(rows):
+            scores = np.full(len(rows), -np.inf)
+        scores = np.asarray(scores, dtype=np.float64)
+        self.search.tell(rows, scores if self._mode == "max" else -scores)
+        feasible = self.feasible(rows) & np.isfinite(scores)
+        points = np.concatenate([self._front, np.stack([scores[feasible],
+                                                        self.table.score(rows[feasible])[self.cost]], axis=1)])
+        self._front = points[pareto_front(points[:, 0], points[:, 1])]
+
+    def best(self) -> tuple[np.ndarray, float]:
+        return self.search.best()
 
     def get_state(self) -> dict:
-        return {"metric": self._metric, "mode": self._mode, "budget": self.budget.model_dump()}
+        return {"metric": self._metric, "mode": self._mode, "budget": self.budget.model_dump(),
+                "search": self.search.get_state(), "batches": self._batches,
+                "live": {k: (b, rows.copy()) for k, (b, rows) in self._live.items()}, "front": self._front.copy()}
 
     def set_state(self, state: dict) -> None:
         if Budget(**state["budget"]) != self.budget:
             raise InputError(f"searcher state was saved for budget {Budget(**state['budget']).describe()}, "
                              f"not {self.budget.describe()}")
         self._metric, self._mode = state["metric"], state["mode"]
+        self.search.set_state(state["search"])
+        self._batches, self._front = state["batches"], state["front"].copy()
+        self._live = {k: (b, rows.copy()) for k, (b, rows) in state["live"].items()}
 
     def save(self, checkpoint_path: str) -> None:
         write_atomic(checkpoint_path, pickle.dumps(self.get_state()))
@@ -84,92 +130,31 @@ class _GeneSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
-class EvolutionSearcher(_GeneSearcher):
-    """The paper's evolution (`Evolution`) handing out one candidate per trial.
-
-    `suggest` gives the next candidate of the current generation, or None while the generation's
-    last scores are outstanding (Tune then waits), or FINISHED after the last generation.
-    `on_trial_complete` stores the trial's `metric`; the generation advances when every candidate
-    has a score (errored trials count as the worst), whatever order they finish in, so the search
-    is the local driver's search for the same seed. `save`/`restore` carry the whole state
-    (generation, population, random state, trials in flight), so `Tuner.restore` resumes it.
-    """
+class EvolutionSearcher(BatchSearcher):
+    """The paper's evolution (`Evolution`), one generation per trial."""
 
     def __init__(self, table: CostTable, budget: Budget, config: EvolutionConfig | None = None, seed: int = 0,
                  metric: str = METRIC, mode: str = MODE, genome: Genome | None = None):
-        super().__init__(table, budget, metric, mode, genome)
-        self.evolution = Evolution(self.genome, config or EvolutionConfig(), self.feasible, seed)
-        self._handed = 0  # candidates of the pending generation handed out
-        self._trials: dict[str, tuple[int, int]] = {}  # trial id -> (generation, row)
-        self._scores: dict[int, float] = {}  # row -> fitness, pending generation
+        genome = genome or Genome(table.space)
+        super().__init__(None, table, budget, None, metric, mode, genome)
+        self.search = Evolution(genome, config or EvolutionConfig(), self.feasible, seed)
 
-    def suggest(self, trial_id: str) -> dict | str | None:
-        evo = self.evolution
-        if evo.done:
-            return Searcher.FINISHED
-        genes = evo.ask()
-        if self._handed >= len(genes):
-            return None
-        row = self._handed
-        self._handed += 1
-        self._trials[trial_id] = (evo.generation, row)
-        return self._config(genes[row])
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        generation, row = self._trials.pop(trial_id, (None, None))
-        evo = self.evolution
-        if generation != evo.generation or evo.pending is None:
-            return
-        value = (result or {}).get(self._metric)
-        if error or value is None or not np.isfinite(value):
-            fitness = -np.inf
-        else:
-            fitness = float(value) if self._mode == "max" else -float(value)
-        self._scores[row] = fitness
-        if len(self._scores) == len(evo.pending):
-            evo.tell(np.asarray([self._scores[i] for i in range(len(evo.pending))]))
-            self._handed, self._scores = 0, {}
-
-    def best(self) -> tuple[np.ndarray, float]:
-        return self.evolution.best()
-
-    def get_state(self) -> dict:
-        return {**super().get_state(), "evolution": self.evolution.get_state(), "handed": self._handed,
-                "trials": dict(self._trials), "scores": dict(self._scores)}
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        self.evolution.set_state(state["evolution"])
-        self._handed, self._trials, self._scores = state["handed"], dict(state["trials"]), dict(state["scores"])
+    @property
+    def evolution(self) -> Evolution:
+        return self.search
 
 
-class RandomSearcher(_GeneSearcher):
-    """Random search (`RandomSearch`) handing out one candidate per trial, `samples` in all.
+class RandomSearcher(BatchSearcher):
+    """Random search (`RandomSearch`), `batch` candidates per trial, `samples` in all.
 
     Tune's own `BasicVariantGenerator` samples the param space uniformly and cannot be told the
-    budget: under a tight budget most of its trials would be over-budget candidates, scored and
-    thrown away. This searcher draws from the Evolution's sampler with over-budget rows rejected
-    before they become trials, in the local driver's sequence for the same seed. Candidates do not
-    depend on scores, so it never waits on a trial; a trial re-run after `Tuner.restore` keeps its
-    config and the restored sequence continues after the last handed-out candidate.
+    budget: under a tight budget most of its candidates would be over budget, scored and thrown
+    away. This searcher draws from the evolution's sampler with over-budget rows rejected before
+    they are scored, in the local driver's sequence for the same seed.
     """
 
     def __init__(self, table: CostTable, budget: Budget, samples: int, seed: int = 0, metric: str = METRIC,
-                 mode: str = MODE, max_resample_rounds: int = 200, genome: Genome | None = None):
-        super().__init__(table, budget, metric, mode, genome)
-        self.search = RandomSearch(self.genome, samples, self.feasible, seed, max_resample_rounds=max_resample_rounds)
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if self.search.exhausted:
-            return Searcher.FINISHED
-        return self._config(self.search.draw(1)[0])
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Nothing to learn: the candidates are fixed by the seed; Tune keeps the scores."""
-
-    def get_state(self) -> dict:
-        return {**super().get_state(), "search": self.search.get_state()}
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        self.search.set_state(state["search"])
+                 mode: str = MODE, max_resample_rounds: int = 200, genome: Genome | None = None, batch: int = 1000):
+        genome = genome or Genome(table.space)
+        super().__init__(None, table, budget, batch, metric, mode, genome)
+        self.search = RandomSearch(genome, samples, self.feasible, seed, max_resample_rounds=max_resample_rounds)
