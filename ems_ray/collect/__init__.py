@@ -11,7 +11,7 @@ The Ray layer (`actor_pool.EvaluationActorPool`) is imported only when collectio
 from ems_ray._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".config": ("KINDS", "ActorResources", "CollectConfig"),
+    ".config": ("BACKENDS", "KINDS", "ActorResources", "CollectConfig"),
     ".plan": ("FP_BITS", "PLAN_VERSION", "PlannedSamples", "SamplingPlan"),
     ".schema": ("COLLECT_FORMAT", "COLLECT_SCHEMA", "to_table"),
     ".shards": ("CollectError", "CorruptShardError", "ShardStore", "dedupe", "read_points"),

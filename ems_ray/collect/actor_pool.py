@@ -15,7 +15,6 @@ whose actor or node dies goes back to the front of the queue; Ray restarts the a
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,33 +22,13 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
 
+from .actor import EvaluationActor
 from .config import ActorResources
 from .shards import CollectError
-from .worker import EvaluationWorker, WorkerSpec, choose_device
+from .worker import WorkerSpec
 
 # Failures that lose a batch but say nothing about the batch itself: re-queue it.
 LOST_BATCH_ERRORS = (RayActorError, NodeDiedError, ObjectLostError, WorkerCrashedError)
-
-
-class EvaluationActor:
-    """One `EvaluationWorker` inside a Ray actor (wrapped with `ray.remote` by the pool)."""
-
-    def __init__(self, spec: WorkerSpec, state_dict: dict):
-        ctx = ray.get_runtime_context()
-        gpu_ids = ray.get_gpu_ids()
-        device, self.note = choose_device(spec.device, gpu_ids)
-        if self.note:
-            print(f"[collect actor] {self.note}", flush=True)  # lands in the actor's log and the driver's
-        self.gpu_ids = list(gpu_ids)
-        self.worker = EvaluationWorker(spec, state_dict, device, node=ctx.get_node_id(),
-                                       worker=f"{ctx.get_actor_id()[:12]}:{os.getpid()}")
-
-    def info(self) -> dict:
-        return {"node": self.worker.node, "worker": self.worker.worker, "device": self.worker.device.type,
-                "gpu_ids": self.gpu_ids, "note": self.note}
-
-    def run(self, batch: dict) -> dict:
-        return self.worker(batch)
 
 
 class EvaluationActorPool:
