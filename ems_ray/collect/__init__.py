@@ -6,7 +6,12 @@
     run_collect_stage(cfg, "fp")                         # Ray actors → <run_dir>/collect/fp/*.parquet
     read_points("runs/x/collect/fp")                     # one pyarrow table, deduplicated
 
-The Ray layer (`actor_pool.EvaluationActorPool`) is imported only when collection runs on Ray.
+Reading order: `config` (the `collect` section), `plan` (which points), `worker` (measuring them,
+pure PyTorch), `schema` and `shards` (the Parquet files), `stage` (the run: checks, resume, then
+one of the Ray backends or this process). The Ray layer is imported only when collection runs on
+Ray: `actor.EvaluationActor` (a worker in an actor) under one of two backends chosen by
+`collect.backend` — `actor_pool.EvaluationActorPool` (default) or `ray_dataset.DatasetCollector`
+(Ray Data `map_batches`); docs/collection.md compares them.
 """
 from ems_ray._lazy import lazy_exports
 

@@ -1,10 +1,13 @@
-"""The Ray adapter: a pool of evaluation actors that the driver feeds batch by batch.
+"""The Ray adapter `collect.backend: actor_pool` (the default): a pool of evaluation actors that
+the driver feeds batch by batch.
 
-Why an own pool rather than Ray Data `map_batches`: the driver must know which sample ids are in
-flight, write each finished batch as a shard the moment it returns (so a dying node loses only
-its in-flight batch), re-queue exactly the batches of dead actors, and report progress per batch.
-The pool keeps one batch in flight per actor; results come back to the driver, which writes them,
-so worker nodes need no shared storage.
+Why an own pool beside Ray Data `map_batches` (`ray_dataset.py`, `collect.backend: ray_data`):
+the driver knows which sample ids are in flight, writes each finished batch as a shard the
+moment it returns (so a dying node loses only its in-flight batch), re-queues exactly the
+batches of dead actors and counts them (`lost_batches`), and starts all `max_actors` at once.
+Both backends measure the same rows; docs/collection.md says why this one is the default.
+The pool keeps one batch in flight per actor; results come back to the driver, which writes
+them, so worker nodes need no shared storage.
 
 Lifecycle: `run` creates up to `max_actors` actors, each given the super network's state dict
 through the object store (one `ray.put`; every node fetches it once). Actors that cannot be

@@ -30,7 +30,8 @@ class ActorResources(BaseModel):
     min_actors: PositiveInt = 1
     max_actors: PositiveInt = 2
     threads: PositiveInt | None = Field(None, description="torch threads per actor (None: max(1, num_cpus))")
-    max_restarts: int = Field(3, ge=-1, description="Ray restarts of a dead actor (-1: unlimited)")
+    max_restarts: int = Field(3, ge=-1, description=(
+        "Ray restarts of a dead actor (-1: unlimited); actor_pool only, Ray Data restarts its actors without limit"))
     startup_timeout_s: float = Field(600.0, gt=0, description="how long to wait for min_actors to be placed")
 
     @model_validator(mode="after")
