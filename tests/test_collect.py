@@ -81,7 +81,7 @@ def test_planned_batches_survive_the_ray_data_blocks_unchanged():
 
 
 def test_collect_backend_names_the_allowed_values(tmp_path):
-    assert tiny_collect_config(tmp_path).collect.backend == "actor_pool"
+    assert tiny_collect_config(tmp_path).collect.backend == "ray_data"
     with pytest.raises(ValueError, match="(?s)collect.backend.*'actor_pool' or 'ray_data'"):
         tiny_collect_config(tmp_path, backend="ray-data")
 

@@ -21,9 +21,10 @@ HERE = Path(__file__).parent
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_cpu_only_actors_write_shards_that_ray_data_and_pyarrow_read(ray_local, tmp_path):
+@pytest.mark.parametrize("backend", ["actor_pool", "ray_data"])
+def test_cpu_only_actors_write_shards_that_ray_data_and_pyarrow_read(ray_local, tmp_path, backend):
     cfg = tiny_collect_config(tmp_path / "ray", {"num_cpus": 1, "num_gpus": 0, "min_actors": 1, "max_actors": 2},
-                              points=8, points_per_shard=2)
+                              points=8, points_per_shard=2, backend=backend)
     lines: list[str] = []
     summary = run_collect_stage(cfg, "fp", log=lines.append)
     assert (summary.total_points, summary.new_points, summary.lost_batches) == (8, 8, 0)

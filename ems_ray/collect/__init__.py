@@ -10,8 +10,8 @@ Reading order: `config` (the `collect` section), `plan` (which points), `worker`
 pure PyTorch), `schema` and `shards` (the Parquet files), `stage` (the run: checks, resume, then
 one of the Ray backends or this process). The Ray layer is imported only when collection runs on
 Ray: `actor.EvaluationActor` (a worker in an actor) under one of two backends chosen by
-`collect.backend` — `actor_pool.EvaluationActorPool` (default) or `ray_dataset.DatasetCollector`
-(Ray Data `map_batches`); docs/collection.md compares them.
+`collect.backend` — `ray_dataset.DatasetCollector` (Ray Data `map_batches`, the default) or
+`actor_pool.EvaluationActorPool` (the hand-written pool); docs/collection.md compares them.
 """
 from ems_ray._lazy import lazy_exports
 

@@ -1,11 +1,11 @@
-"""The Ray adapter `collect.backend: actor_pool` (the default): a pool of evaluation actors that
-the driver feeds batch by batch.
+"""The Ray adapter `collect.backend: actor_pool`: a pool of evaluation actors that the driver
+feeds batch by batch (the default is Ray Data, `ray_dataset.py`; this pool stays as the fallback).
 
 Why an own pool beside Ray Data `map_batches` (`ray_dataset.py`, `collect.backend: ray_data`):
 the driver knows which sample ids are in flight, writes each finished batch as a shard the
 moment it returns (so a dying node loses only its in-flight batch), re-queues exactly the
 batches of dead actors and counts them (`lost_batches`), and starts all `max_actors` at once.
-Both backends measure the same rows; docs/collection.md says why this one is the default.
+Both backends measure the same rows; docs/collection.md gives the figures they were chosen by.
 The pool keeps one batch in flight per actor; results come back to the driver, which writes
 them, so worker nodes need no shared storage.
 

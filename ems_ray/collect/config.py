@@ -66,9 +66,9 @@ class CollectConfig(BaseModel):
     points_per_shard: PositiveInt = Field(16, description="points per actor task, and per Parquet shard")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when Ray gave the actor a GPU")
     resources: ActorResources = Field(default_factory=ActorResources)
-    backend: Backend = Field("actor_pool", description=(
-        "how collection runs on Ray: actor_pool (the driver feeds its own actors; the default, see "
-        "docs/collection.md) or ray_data (map_batches over a Ray Data actor pool); same rows either way"))
+    backend: Backend = Field("ray_data", description=(
+        "how collection runs on Ray: ray_data (map_batches over a Ray Data actor pool; the default, see "
+        "docs/collection.md) or actor_pool (the driver feeds its own actors); the same rows either way"))
     progress_every_s: float = Field(10.0, ge=0, description="seconds between progress lines")
 
     def points(self, kind: str) -> int:

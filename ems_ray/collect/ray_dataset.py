@@ -1,5 +1,5 @@
-"""The Ray Data adapter: the planned batches as a Ray Dataset, measured by `map_batches` over an
-autoscaling actor pool (`collect.backend: ray_data`).
+"""The Ray Data adapter (`collect.backend: ray_data`, the default): the planned batches as a Ray
+Dataset, measured by `map_batches` over an autoscaling actor pool.
 
 Each planned batch becomes one block of the input dataset (`ray.data.from_arrow`, one table per
 batch); `map_batches` runs `MeasureBatch`, a callable class holding one `EvaluationActor`, over
