@@ -14,6 +14,7 @@ anyway, the run stops and a re-run measures the ids that are still missing.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -26,6 +27,8 @@ from .config import ActorResources
 from .schema import to_table
 from .shards import CollectError
 from .worker import WorkerSpec
+
+logger = logging.getLogger(__name__)
 
 
 def planned_table(batch: dict) -> pa.Table:
@@ -60,7 +63,7 @@ class DatasetCollector:
     """Runs batches through Ray Data; `on_result(columns)` is called on the driver per finished block."""
 
     def __init__(self, spec: WorkerSpec, state_dict: dict, resources: ActorResources,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = logger.info):
         self.spec, self.resources, self.log = spec, resources, log
         self._state_ref = ray.put(state_dict)
         self.lost_batches = 0  # Ray Data re-runs a lost block itself and does not say how many
