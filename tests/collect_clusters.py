@@ -1,8 +1,9 @@
 """Multi-node collection scenarios, each run in its own process (tests/test_collect_cluster.py).
 
-    python tests/collect_clusters.py kill-node  WORK_DIR   # head + worker node; the worker dies mid-run
-    python tests/collect_clusters.py autoscale  WORK_DIR   # fake autoscaler launches GPU worker nodes
+    python tests/collect_clusters.py kill-node  WORK_DIR [BACKEND]  # head + worker node; the worker dies mid-run
+    python tests/collect_clusters.py autoscale  WORK_DIR [BACKEND]  # fake autoscaler launches GPU worker nodes
 
+BACKEND is `collect.backend` (actor_pool, the default, or ray_data).
 Each prints one JSON line of observations. A scenario starts its own in-process cluster
 (`ray.cluster_utils.Cluster`) under a private RAY_TMPDIR, so it never touches the test session's
 Ray or any other Ray on the machine (no `ray stop`; `AutoscalingCluster.start` would run one), and
@@ -61,7 +62,7 @@ def _alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n["Alive"]]
 
 
-def kill_node(work: Path) -> dict:
+def kill_node(work: Path, backend: str = "actor_pool") -> dict:
     """2 actors (head + worker node); the worker node is removed after its first shard; re-run."""
     import ray
     from ray.cluster_utils import Cluster
@@ -75,7 +76,7 @@ def kill_node(work: Path) -> dict:
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         cfg = tiny_collect_config(work, {"num_cpus": 1, "min_actors": 2, "max_actors": 2, "max_restarts": 1,
-                                 "startup_timeout_s": 120}, points=16)
+                                 "startup_timeout_s": 120}, points=16, backend=backend)
         seen = {"killed_after_shards": None, "shards": 0}
         t0 = time.monotonic()
         lines: list[str] = []
@@ -113,7 +114,7 @@ def kill_node(work: Path) -> dict:
         cluster.shutdown()
 
 
-def autoscale(work: Path) -> dict:
+def autoscale(work: Path, backend: str = "actor_pool") -> dict:
     """Actors ask for GPUs; the head has none; the fake autoscaler launches GPU worker nodes."""
     import ray
     import yaml
@@ -161,7 +162,7 @@ def autoscale(work: Path) -> dict:
         workers_at_start = len(_alive_nodes()) - 1
         watcher.start()
         cfg = tiny_collect_config(work, {"num_cpus": 1, "num_gpus": 1, "min_actors": 1, "max_actors": 2,
-                                 "startup_timeout_s": 180}, points=16)
+                                 "startup_timeout_s": 180}, points=16, backend=backend)
         lines: list[str] = []
         summary = run_collect_stage(cfg, "fp", log=lines.append)
         finished_at = round(time.monotonic() - t0, 1)
@@ -184,7 +185,7 @@ def autoscale(work: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    scenario, work = argv[0], Path(argv[1])
+    scenario, work, options = argv[0], Path(argv[1]), argv[2:]
     work.mkdir(parents=True, exist_ok=True)
     # a private, short temp root: Ray's socket paths must stay under ~107 characters
     ray_tmp = tempfile.mkdtemp(prefix="emsc", dir="/tmp")
@@ -193,7 +194,7 @@ def main(argv: list[str]) -> int:
 
     try:
         with local_only_ray():  # every node of the in-process cluster on 127.0.0.1, as a local run
-            result = {"kill-node": kill_node, "autoscale": autoscale}[scenario](work)
+            result = {"kill-node": kill_node, "autoscale": autoscale}[scenario](work, *options)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print("RESULT " + json.dumps(result, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))

@@ -65,6 +65,26 @@ def test_plan_rejects_bad_settings():
         SamplingPlan(SPACE, "quant", 0, scheme2_fraction=1.5)
 
 
+def test_planned_batches_survive_the_ray_data_blocks_unchanged():
+    from ems_ray.collect.ray_dataset import planned_columns, planned_table
+    from ems_ray.collect.stage import _batches
+
+    todo = SamplingPlan(SPACE, "quant", 0).take(7)
+    batches = _batches(todo, build_lut(SPACE).score(todo.genes), 4)
+    assert [len(b["sample_id"]) for b in batches] == [4, 3]
+    for batch in batches:
+        back = planned_columns(planned_table(batch))
+        assert back.keys() == batch.keys() and back["genes"].dtype == np.int16
+        for name, values in batch.items():
+            assert np.array_equal(back[name], values), name
+
+
+def test_collect_backend_names_the_allowed_values(tmp_path):
+    assert tiny_collect_config(tmp_path).collect.backend == "ray_data"
+    with pytest.raises(ValueError, match="(?s)collect.backend.*'actor_pool' or 'ray_data'"):
+        tiny_collect_config(tmp_path, backend="ray-data")
+
+
 # ----- the shard store ---------------------------------------------------------------------------
 def _rows(ids, acc=0.5) -> dict:
     ids = np.asarray(ids, dtype=np.int64)

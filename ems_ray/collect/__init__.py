@@ -6,12 +6,17 @@
     run_collect_stage(cfg, "fp")                         # Ray actors → <run_dir>/collect/fp/*.parquet
     read_points("runs/x/collect/fp")                     # one pyarrow table, deduplicated
 
-The Ray layer (`actor_pool.EvaluationActorPool`) is imported only when collection runs on Ray.
+Reading order: `config` (the `collect` section), `plan` (which points), `worker` (measuring them,
+pure PyTorch), `schema` and `shards` (the Parquet files), `stage` (the run: checks, resume, then
+one of the Ray backends or this process). The Ray layer is imported only when collection runs on
+Ray: `actor.EvaluationActor` (a worker in an actor) under one of two backends chosen by
+`collect.backend` — `ray_dataset.DatasetCollector` (Ray Data `map_batches`, the default) or
+`actor_pool.EvaluationActorPool` (the hand-written pool); docs/collection.md compares them.
 """
 from ems_ray._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".config": ("KINDS", "ActorResources", "CollectConfig"),
+    ".config": ("BACKENDS", "KINDS", "ActorResources", "CollectConfig"),
     ".plan": ("FP_BITS", "PLAN_VERSION", "PlannedSamples", "SamplingPlan"),
     ".schema": ("COLLECT_FORMAT", "COLLECT_SCHEMA", "to_table"),
     ".shards": ("CollectError", "CorruptShardError", "ShardStore", "dedupe", "read_points", "read_shard",

@@ -1,10 +1,13 @@
-"""The Ray adapter: a pool of evaluation actors that the driver feeds batch by batch.
+"""The Ray adapter `collect.backend: actor_pool`: a pool of evaluation actors that the driver
+feeds batch by batch (the default is Ray Data, `ray_dataset.py`; this pool stays as the fallback).
 
-Why an own pool rather than Ray Data `map_batches`: the driver must know which sample ids are in
-flight, write each finished batch as a shard the moment it returns (so a dying node loses only
-its in-flight batch), re-queue exactly the batches of dead actors, and report progress per batch.
-The pool keeps one batch in flight per actor; results come back to the driver, which writes them,
-so worker nodes need no shared storage.
+Why an own pool beside Ray Data `map_batches` (`ray_dataset.py`, `collect.backend: ray_data`):
+the driver knows which sample ids are in flight, writes each finished batch as a shard the
+moment it returns (so a dying node loses only its in-flight batch), re-queues exactly the
+batches of dead actors and counts them (`lost_batches`), and starts all `max_actors` at once.
+Both backends measure the same rows; docs/collection.md gives the figures they were chosen by.
+The pool keeps one batch in flight per actor; results come back to the driver, which writes
+them, so worker nodes need no shared storage.
 
 Lifecycle: `run` creates up to `max_actors` actors, each given the super network's state dict
 through the object store (one `ray.put`; every node fetches it once). Actors that cannot be
@@ -16,7 +19,6 @@ whose actor or node dies goes back to the front of the queue; Ray restarts the a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,38 +26,15 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
 
-from ems_ray.console import ensure_logging
-
+from .actor import EvaluationActor
 from .config import ActorResources
 from .shards import CollectError
-from .worker import EvaluationWorker, WorkerSpec, choose_device
+from .worker import WorkerSpec
 
 logger = logging.getLogger(__name__)
 
 # Failures that lose a batch but say nothing about the batch itself: re-queue it.
 LOST_BATCH_ERRORS = (RayActorError, NodeDiedError, ObjectLostError, WorkerCrashedError)
-
-
-class EvaluationActor:
-    """One `EvaluationWorker` inside a Ray actor (wrapped with `ray.remote` by the pool)."""
-
-    def __init__(self, spec: WorkerSpec, state_dict: dict):
-        ensure_logging()
-        ctx = ray.get_runtime_context()
-        gpu_ids = ray.get_gpu_ids()
-        device, self.note = choose_device(spec.device, gpu_ids)
-        if self.note:
-            logger.info(f"[collect actor] {self.note}")  # lands in the actor's log and the driver's
-        self.gpu_ids = list(gpu_ids)
-        self.worker = EvaluationWorker(spec, state_dict, device, node=ctx.get_node_id(),
-                                       worker=f"{ctx.get_actor_id()[:12]}:{os.getpid()}")
-
-    def info(self) -> dict:
-        return {"node": self.worker.node, "worker": self.worker.worker, "device": self.worker.device.type,
-                "gpu_ids": self.gpu_ids, "note": self.note}
-
-    def run(self, batch: dict) -> dict:
-        return self.worker(batch)
 
 
 class EvaluationActorPool:

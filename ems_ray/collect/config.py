@@ -11,6 +11,8 @@ from ems_ray.quant.config import QuantRecipe
 
 Kind = Literal["fp", "quant"]
 KINDS: tuple[str, ...] = ("fp", "quant")
+Backend = Literal["actor_pool", "ray_data"]
+BACKENDS: tuple[str, ...] = ("actor_pool", "ray_data")
 
 
 class ActorResources(BaseModel):
@@ -28,7 +30,8 @@ class ActorResources(BaseModel):
     min_actors: PositiveInt = 1
     max_actors: PositiveInt = 2
     threads: PositiveInt | None = Field(None, description="torch threads per actor (None: max(1, num_cpus))")
-    max_restarts: int = Field(3, ge=-1, description="Ray restarts of a dead actor (-1: unlimited)")
+    max_restarts: int = Field(3, ge=-1, description=(
+        "Ray restarts of a dead actor (-1: unlimited); actor_pool only, Ray Data restarts its actors without limit"))
     startup_timeout_s: float = Field(600.0, gt=0, description="how long to wait for min_actors to be placed")
 
     @model_validator(mode="after")
@@ -63,6 +66,9 @@ class CollectConfig(BaseModel):
     points_per_shard: PositiveInt = Field(16, description="points per actor task, and per Parquet shard")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when Ray gave the actor a GPU")
     resources: ActorResources = Field(default_factory=ActorResources)
+    backend: Backend = Field("ray_data", description=(
+        "how collection runs on Ray: ray_data (map_batches over a Ray Data actor pool; the default, see "
+        "docs/collection.md) or actor_pool (the driver feeds its own actors); the same rows either way"))
     progress_every_s: float = Field(10.0, ge=0, description="seconds between progress lines")
 
     def points(self, kind: str) -> int:

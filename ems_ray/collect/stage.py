@@ -89,7 +89,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     todo = planned.select(~np.isin(planned.sample_id, np.fromiter(done, np.int64, len(done))))
     progress_sink, log = log, log or logger.info  # no sink given: a progress bar on a terminal
     log(f"[collect {kind}] {store.folder}: {target - len(todo)}/{target} points present, {len(todo)} to measure "
-        f"(supernet {sha[:12]}, {'Ray actors' if use_ray else 'in this process'})")
+        f"(supernet {sha[:12]}, {f'Ray, {cc.backend}' if use_ray else 'in this process'})")
     progress = Progress(f"[collect {kind}]", target, done=target - len(todo), every_s=cc.progress_every_s,
                         log=progress_sink)
     t0 = time.monotonic()
@@ -134,11 +134,14 @@ def _batches(todo: PlannedSamples, costs: dict[str, np.ndarray], size: int) -> l
 
 
 def _run_on_ray(cfg: RunConfig, spec: WorkerSpec, state: dict, batches: list[dict], write, log) -> int:
+    """Measure `batches` on the configured Ray backend; returns how many batches were lost and re-run."""
     from ems_ray.ray_session import ray_session
 
-    from .actor_pool import EvaluationActorPool
-
+    if cfg.collect.backend == "ray_data":
+        from .ray_dataset import DatasetCollector as Runner
+    else:
+        from .actor_pool import EvaluationActorPool as Runner
     with ray_session(cfg.ray):
-        pool = EvaluationActorPool(spec, state, cfg.collect.resources, log)
-        pool.run(batches, write)
-        return pool.lost_batches
+        runner = Runner(spec, state, cfg.collect.resources, log)
+        runner.run(batches, write)
+        return runner.lost_batches

@@ -110,7 +110,7 @@ def _collect_settings(kind: str) -> Callable[[RunConfig], dict]:
     def settings(cfg: RunConfig) -> dict:
         c = cfg.collect
         out = {**_common(cfg), "points": c.points(kind),
-               "collect": c.model_dump(mode="json", exclude={"resources", "fp_points", "quant_points",
+               "collect": c.model_dump(mode="json", exclude={"resources", "backend", "fp_points", "quant_points",
                                                              "quant_recipe", "progress_every_s"})}
         if kind == "quant":
             out["recipe"] = _dump(c.quant_recipe or cfg.quant)
