@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from ems_ray.ray_session import CLUSTER_SWITCH_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's `ray` and `python` (jobs run `python` from PATH)
 DEFAULT_BASE = Path("/tmp/ems-two-node")
@@ -241,7 +243,10 @@ def run_check(job: str, base: Path, timeout_s: float, log=print) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-                TAG_VAR: str(base)})
+                TAG_VAR: str(base),
+                # a real multi-node cluster: Ray's multi-node switch on, even when this runs beside a
+                # local (loopback-only) session that turned it off, e.g. the test suite's
+                CLUSTER_SWITCH_ENV: "1"})
     t0 = time.monotonic()
     start_cluster(base, env, log)
     t_cluster = time.monotonic() - t0
