@@ -15,8 +15,8 @@ from ems_ray._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "._calibration": ("calibrate", "quantization_disabled"),
     "._export": (
-        "EXPORT_FORMAT", "ExportedFiles", "ExportedModel", "ExportError", "export_quantized", "load_exported",
-        "onnx_op_counts",
+        "EXPORT_FORMAT", "ExportedFiles", "ExportedModel", "ExportError", "export_float_onnx", "export_quantized",
+        "load_exported", "onnx_op_counts",
     ),
     "._deploy": ("IntegerGrid", "deploy_graph", "input_grid"),
     "._runtime": ("ExecutedOps", "Latency", "executed_ops", "measure_latency", "ort_session"),

@@ -99,17 +99,25 @@ def _image_batches(calibration: Iterable, num_batches: int) -> list[np.ndarray]:
     return batches
 
 
-def _export_float(graph_module: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
-    log = io.StringIO()
+def export_float_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...],
+                      opset: int | None = None) -> Path:
+    """Export a float network (a `StaticSubNet`, or `deploy_graph`'s output) to ONNX, batch dynamic.
+
+    `input_shape` is one image's (C, H, W). The float baseline of an integer export is the same
+    sub-net through this function.
+    """
+    path, log = Path(path), io.StringIO()
+    example = torch.zeros(2, *input_shape)
     try:
         with contextlib.redirect_stdout(log), torch.no_grad():
             torch.onnx.export(
-                graph_module, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
+                model.cpu().eval(), (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
             )
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {exc.__class__.__name__}: {exc}\n{log.getvalue()[-2000:]}") from exc
+    return path
 
 
 def _layer_entry(name: str, layer) -> dict[str, Any]:
@@ -168,7 +176,7 @@ def export_quantized(
                      for n, layer in layers.items()}
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "float.onnx"
-        _export_float(graph_module, torch.zeros(2, *input_shape), float_path, opset)
+        export_float_onnx(graph_module, float_path, input_shape, opset)
         quantize_int8(float_path, onnx_path, grids, weight_scales, batches, INPUT_NAME)
 
     onnx = _require("onnx", "ONNX export")
