@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _tables import print_table
+
 from ems_ray.data import DataConfig, build_splits, make_loader
 from ems_ray.quant import (
     QuantPolicy, apply_policy, calibrate, distillation_loss, evaluate_quantized, export_quantized, load_exported,
@@ -28,15 +30,6 @@ from ems_ray.quant import (
 )
 from ems_ray.space import Genome, load_preset
 from ems_ray.supernet import ElasticSuperNet, evaluate, recalibrate_bn
-
-
-def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
-    print(f"\n{title}")
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    for i, row in enumerate([header, *rows]):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _images_per_s(model, x: torch.Tensor, reps: int) -> float:
@@ -82,9 +75,9 @@ def speed(args) -> None:
         with quantization_disabled(q):
             off = _images_per_s(q, x, args.reps)
         ort = _images_per_s(exported, x, args.reps)
-    _table(f"Quantization speed ({torch.get_num_threads()} thread(s), sub-net {sum(cfg.depths)} blocks)",
+    print_table(f"Quantization speed ({torch.get_num_threads()} thread(s), sub-net {sum(cfg.depths)} blocks)",
            ("step", "time", "note"), rows)
-    _table(f"Inference, batch {args.eval_batch}", ("model", "images/s", "vs float"), [
+    print_table(f"Inference, batch {args.eval_batch}", ("model", "images/s", "vs float"), [
         ("float sub-net", f"{fp:.0f}", "1.00x"),
         ("fake-quant, quantizers off", f"{off:.0f}", f"{fp / off:.2f}x slower"),
         ("fake-quant (W/A per policy)", f"{fq:.0f}", f"{fp / fq:.2f}x slower"),
@@ -205,7 +198,7 @@ def quality(args) -> None:
         hw = exported.sidecar["hardware"]
         size_kb = files.onnx.stat().st_size / 1024
 
-    _table(f"Quantization quality: largest fmnist-small sub-net, {args.epochs} epoch(s) on {args.train_images} "
+    print_table(f"Quantization quality: largest fmnist-small sub-net, {args.epochs} epoch(s) on {args.train_images} "
            f"images ({f'{train_s:.0f} s' if train_s else 'cached'}), {args.val_images} val images, BN re-estimated on {args.bn_batches} batches",
            ("model", "how", "val acc %", "vs FP"), rows)
     print(f"\nfine-tune: {ft_s:.0f} s; export: {size_kb:.0f} KiB ONNX, BitFusion W4A4 "

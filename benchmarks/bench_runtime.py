@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _tables import print_table
+
 from ems_ray.config import load_run_config
 from ems_ray.data import build_splits, make_loader
 from ems_ray.quant import (
@@ -33,15 +35,6 @@ from ems_ray.supernet import evaluate, recalibrate_bn
 from ems_ray.supernet.checkpoint import load_supernet
 
 INPUT = "images"
-
-
-def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
-    print(f"\n{title}")
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    for i, row in enumerate([header, *rows]):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _subnets(genome: Genome, summary: Path, budgets: list[str], n_random: int, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -109,11 +102,11 @@ def main() -> None:
         float_kinds = ", ".join(f"{k} {100 * t:.0f}%" for k, t in float_ran.conv_kinds.items())
         profile_rows.append((label, shares, kinds, float_kinds))
 
-    _table("ONNX Runtime latency, float vs integer graph of the same sub-net (ms per batch, median)",
+    print_table("ONNX Runtime latency, float vs integer graph of the same sub-net (ms per batch, median)",
            ("sub-net", "threads", "batch", "float ms", "int8 ms", "int8 speed-up"), latency_rows)
-    _table("Test accuracy (%, whole test split): PyTorch fake-quant model vs the exported graph in ONNX Runtime",
+    print_table("Test accuracy (%, whole test split): PyTorch fake-quant model vs the exported graph in ONNX Runtime",
            ("sub-net", "integer convs", "bits (W, A)", "fake-quant", "ONNX", "diff", "quantize+export"), accuracy_rows)
-    _table("Integer graph, batch 64, 1 thread: share of kernel time by op type (profile)",
+    print_table("Integer graph, batch 64, 1 thread: share of kernel time by op type (profile)",
            ("sub-net", "op types", "convolutions (int8)", "convolutions (float graph)"), profile_rows)
 
 
