@@ -10,10 +10,10 @@ ones, not ONNX Runtime's:
 - the tensors our policy does not quantize but an integer graph must (a projection conv's output,
   a residual sum, the head conv's output) get ONNX Runtime's own 8-bit ranges, calibrated (min/max)
   on the images passed in;
-- a tensor that feeds a quantized layer *and* a residual skip (`shared_grid`) is stored on a grid
-  m times finer than the layer's (m odd, as fine as its calibrated range allows), so the skip keeps
-  8-bit precision and re-quantizing it onto the layer's grid is exact: with m odd, rounding to the
-  fine grid and then to the coarse one equals rounding to the coarse one directly;
+- a tensor that feeds a quantized layer *and* a residual skip (`shared_grid`) is stored, where the
+  layer's range holds what the skip needs, on a grid m times finer than the layer's (m odd, as
+  fine as the range allows), so re-quantizing it onto the layer's grid is exact: with m odd,
+  rounding to the fine grid and then to the coarse one equals rounding to the coarse one directly;
 - the classifier's output stays float (QGemm with a float output).
 
 One step the quantizer cannot express is done here on its output: a layer with fewer than 8 bits
@@ -74,19 +74,22 @@ def _sorted_topologically(graph) -> None:
 RELU6_MAX = 6.0
 
 
-def shared_grid(grid: IntegerGrid, needed: float) -> IntegerGrid:
+def shared_grid(grid: IntegerGrid, needed: float) -> IntegerGrid | None:
     """The grid of a tensor feeding both a layer on `grid` and a skip: scale grid.scale / m, m odd.
 
-    Signed: the finest such grid whose range still holds `needed` (the largest magnitude seen);
-    unsigned (a ReLU6 output): the finest one ending at or below 6. m = 1 (the layer's own grid)
-    when no finer one fits.
+    The finest such grid whose range still holds `needed` (the largest magnitude seen); for an
+    unsigned tensor (a ReLU6 output) it must also end at or below 6. None when even m = 1 cannot
+    hold `needed`: the layer's range clips what the skip needs, so the tensor keeps the
+    quantizer's own min/max grid and the layer's input is rounded twice (slightly coarser).
     """
-    if grid.zero_point:  # signed, centred on SIGNED_ZERO_POINT
-        m = int((grid.scale * (UINT8_MAX - grid.zero_point)) / max(needed, 1e-12))
-        m = max(1, m if m % 2 else m - 1)
-    else:
-        m = math.ceil(grid.scale * UINT8_MAX / RELU6_MAX - 1e-9)
-        m = max(1, m if m % 2 else m + 1)
+    top = grid.scale * (UINT8_MAX - grid.zero_point if grid.zero_point else UINT8_MAX)
+    m = int(top / max(needed, 1e-12))
+    m = m if m % 2 else m - 1
+    if not grid.zero_point:
+        while m >= 1 and top / m > RELU6_MAX:
+            m += 2
+    if m < 1 or top / m < needed:
+        return None
     return IntegerGrid(grid.scale / m, grid.zero_point, 0, UINT8_MAX)
 
 
@@ -214,8 +217,8 @@ def quantize_int8(float_onnx: Path, out_onnx: Path, grids: Mapping[str, IntegerG
     overrides, input_grids = layer_overrides(model, grids, weight_scales)
     shared = shared_tensors(model, input_grids)
     needed = largest_magnitudes(model, shared, batches, input_name)
-    for name, grid in shared.items():
-        overrides[name] = _override(shared_grid(grid, needed[name]))
+    fine = {name: shared_grid(grid, needed[name]) for name, grid in shared.items()}
+    overrides.update({name: _override(g) for name, g in fine.items() if g is not None})
     quantize_static(
         model, str(out_onnx), ImageReader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -226,4 +229,5 @@ def quantize_int8(float_onnx: Path, out_onnx: Path, grids: Mapping[str, IntegerG
     clips = restrict_codes(quantized, input_grids)
     onnx.checker.check_model(quantized)
     onnx.save(quantized, str(out_onnx))
-    return {"code_clips": clips, "shared_tensors": len(shared)}
+    return {"code_clips": clips, "shared_tensors": len(shared),
+            "shared_on_refined_grid": sum(g is not None for g in fine.values())}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -83,8 +84,8 @@ def measure_latency(onnx_path: str | Path, input_name: str, input_shape: tuple[i
 class ExecutedOps:
     """Kernels one profiled run executed: how many of each op type, and their share of kernel time.
 
-    `conv_kinds` splits the convolutions by kind ("depthwise" or "dense": a weight of shape
-    (C, 1, k, k) with C > 1 is depthwise), which is what a latency breakdown needs.
+    `conv_kinds` splits the convolutions' time by kind ("depthwise": group > 1, or "dense"), which
+    is what a latency breakdown needs.
     """
 
     counts: dict[str, int]
@@ -96,14 +97,28 @@ class ExecutedOps:
         return sum(self.counts.get(op, 0) for op in INTEGER_CONV_OPS)
 
 
-def _conv_kind(event: dict) -> str | None:
+def _depthwise_nodes(onnx_path: str | Path) -> set[str]:
+    """Names of the graph's Conv nodes with one group per channel (group > 1 in these networks)."""
+    import onnx
+
+    return {node.name for node in onnx.load(str(onnx_path)).graph.node if node.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in node.attribute)}
+
+
+def _conv_kind(event: dict, depthwise: set[str]) -> str | None:
+    """"<op> depthwise|dense" for a convolution kernel event: by its weight's shape (C, 1, k, k)
+    where the profile shows it (float kernels), else by the graph node it came from (an integer
+    kernel is named `<node>_token_<n>` and its prepacked weight has no shape there)."""
     op = event["args"].get("op_name")
-    shapes = event["args"].get("input_type_shape", [])
-    weight_index = {"QLinearConv": 3, "Conv": 1, "FusedConv": 1, "ConvInteger": 1}.get(op)
-    if weight_index is None or len(shapes) <= weight_index:
+    if op not in ("QLinearConv", "Conv", "FusedConv", "ConvInteger", "NhwcFusedConv"):
         return None
-    (shape,) = shapes[weight_index].values()
-    return f"{op} {'depthwise' if len(shape) == 4 and shape[1] == 1 and shape[0] > 1 else 'dense'}"
+    shapes = event["args"].get("input_type_shape", [])
+    weight = next(iter(shapes[1].values()), []) if op != "QLinearConv" and len(shapes) > 1 else []
+    if len(weight) == 4:
+        is_depthwise = weight[1] == 1 and weight[0] > 1
+    else:
+        is_depthwise = re.sub(r"(_token_\d+)?_kernel_time$", "", event["name"]) in depthwise
+    return f"{op} {'depthwise' if is_depthwise else 'dense'}"
 
 
 def executed_ops(onnx_path: str | Path, input_name: str, input_shape: tuple[int, ...], batch: int = 1,
@@ -116,12 +131,13 @@ def executed_ops(onnx_path: str | Path, input_name: str, input_shape: tuple[int,
             session.run(None, {input_name: x})
         events = json.loads(Path(session.end_profiling()).read_text())
     kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    depthwise = _depthwise_nodes(onnx_path)
     counts = Counter(e["args"]["op_name"] for e in kernels)
     times: dict[str, float] = defaultdict(float)
     kinds: dict[str, float] = defaultdict(float)
     for e in kernels:
         times[e["args"]["op_name"]] += e["dur"]
-        kind = _conv_kind(e)
+        kind = _conv_kind(e, depthwise)
         if kind is not None:
             kinds[kind] += e["dur"]
     total = sum(times.values()) or 1.0
