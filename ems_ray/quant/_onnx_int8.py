@@ -26,7 +26,6 @@ scale v/n is rounding and then clamping the codes to [-n, n].
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
