@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--local", action="store_true", help="run in this process, without Ray")
     train.set_defaults(func=_cmd_train_supernet)
 
-    export = sub.add_parser("export", help="quantize, fine-tune and export a sub-net (ONNX QDQ + JSON)")
+    export = sub.add_parser("export", help="quantize, fine-tune and export a sub-net (ONNX that ONNX Runtime runs with integer kernels + JSON)")
     _add_config(export, "data, quantization recipe")
     export.add_argument("--subnet", required=True, help="sub-net config YAML (e.g. from `ems-ray search`)")
     export.add_argument("--supernet", help="super-network file (default: <run_dir>/supernet/supernet.pt)")

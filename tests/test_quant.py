@@ -256,32 +256,95 @@ def test_finetune_requires_calibration(space, subnet):
 
 
 # ----- export -------------------------------------------------------------------------------------------
-def test_export_reload_reproduces_outputs(tmp_path, space, subnet, calibrated):
+@pytest.fixture(scope="module")
+def mixed(space, subnet) -> nn.Module:
+    """The sub-net at 4/6/8-bit weights and 6/8-bit inputs: sub-8-bit codes, yet a random-init
+    network whose predictions are stable enough to compare (at 4-bit inputs its logits are noise)."""
+    bits = BlockBits(pw_w_bits=4, pw_a_bits=8, dw_w_bits=6, dw_a_bits=6)
+    blocks = QuantPolicy.from_subnet(subnet.config, space).blocks
+    q = apply_policy(subnet, QuantPolicy(blocks={i: bits for i in blocks}, fixed_bits=8))
+    calibrate(q, _batches(2, seed=2), 2)
+    return q
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, subnet, mixed):
+    """`mixed` exported once."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
+    from ems_ray.quant import export_quantized
+
+    out = tmp_path_factory.mktemp("export")
+    cost = {"latency_ms": 0.1, "energy_mj": 0.2}
+    return export_quantized(mixed, subnet.config, mixed.quant_policy, out, cost=cost,
+                            calibration=_batches(4, seed=2), metrics={"val_acc": 0.5},
+                            normalization={"mean": [0.286], "std": [0.353]}, latency_repeats=5)
+
+
+def test_export_runs_every_quantized_conv_as_an_integer_kernel(exported, mixed):
+    """ONNX Runtime's profile of a run: each quantized conv a QLinearConv, the classifier a QGemm."""
+    from ems_ray.quant import QuantConv2d, executed_ops
+
+    ran = executed_ops(exported.onnx, "images", (1, 28, 28), batch=2, runs=2)
+    n_convs = sum(isinstance(layer, QuantConv2d) for layer in quant_layers(mixed).values())
+    assert ran.counts.get("QLinearConv", 0) == n_convs and "Conv" not in ran.counts and "FusedConv" not in ran.counts
+    assert ran.counts.get("QGemm") == 1 and "Gemm" not in ran.counts
+    assert ran.counts.get("QLinearAdd", 0) >= 1  # the first block's residual
+    assert abs(sum(ran.time_share.values()) - 1) < 1e-6
+
+
+def test_export_reload_agrees_with_the_fake_quant_model(exported, subnet, mixed):
     from ems_ray.quant import ExportError, export_quantized, load_exported
 
-    policy = calibrated.quant_policy
-    cost = {"latency_ms": 0.1, "energy_mj": 0.2}
-    files = export_quantized(calibrated, subnet.config, policy, tmp_path, cost=cost, metrics={"val_acc": 0.5})
-    assert files.onnx.is_file() and files.sidecar.is_file()
-    loaded = load_exported(tmp_path, num_threads=1)
-    x, y = _batches(1, batch=24, seed=6)[0]
+    loaded = load_exported(exported.onnx.parent, num_threads=1)
+    x, _ = _batches(1, batch=128, seed=6)[0]
     with torch.no_grad():
-        ref = calibrated.eval()(x)
+        ref = mixed.eval()(x)
     out = loaded(x)
     assert out.shape == ref.shape
-    assert torch.allclose(out, ref, atol=1e-4 * float(ref.abs().max()) + 1e-6)
-    assert torch.equal(out.argmax(1), ref.argmax(1))
+    # Equal but for the 8-bit projection outputs and residual sums the integer graph adds (see
+    # docs/quantization.md): predictions agree (random init: small margins), logits are close.
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+    assert float((out - ref).abs().mean()) < 0.2 * float(ref.abs().mean())
     side = loaded.sidecar
-    n_layers = len(quant_layers(calibrated))
-    assert side["qdq_nodes"]["QuantizeLinear"] >= 2 * n_layers and side["qdq_nodes"]["DequantizeLinear"] >= 2 * n_layers
-    assert side["opset"] >= 13 and side["hardware"] == cost and side["metrics"] == {"val_acc": 0.5}
-    assert loaded.policy == policy and loaded.config == subnet.config
-    assert {entry["name"] for entry in side["layers"]} == set(quant_layers(calibrated))
-    assert all(entry["input_scale"] > 0 and entry["weight_scale"] > 0 for entry in side["layers"])
+    assert side["runtime"]["integer_convs"] == side["runtime"]["quantized_convs"] > 0
+    assert side["runtime"]["latency"]["median_ms"] > 0 and side["runtime"]["latency"]["batch"] == 1
+    assert side["input"]["shape"] == ["batch", 1, 28, 28] and side["input"]["normalization"]["mean"] == [0.286]
+    assert side["hardware"] == {"latency_ms": 0.1, "energy_mj": 0.2} and side["metrics"] == {"val_acc": 0.5}
+    assert loaded.policy == mixed.quant_policy and loaded.config == subnet.config
+    assert {entry["name"] for entry in side["layers"]} == set(quant_layers(mixed))
+    for entry in side["layers"]:  # a b-bit layer's codes: 2^b - 1 (signed) or 2^b levels on the uint8 grid
+        lo, hi = entry["input_grid"]["codes"]
+        assert hi - lo + 1 == (2 ** entry["a_bits"] - 1 if entry["input_signed"] else 2 ** entry["a_bits"])
     with pytest.raises(ExportError, match="sidecar"):
-        load_exported(tmp_path / "missing.json")
+        load_exported(exported.onnx.parent / "missing.json")
     with pytest.raises(ExportError, match="calibrate"):
-        export_quantized(apply_policy(subnet, policy), subnet.config, policy, tmp_path / "x")
+        export_quantized(apply_policy(subnet, mixed.quant_policy), subnet.config, mixed.quant_policy,
+                         exported.onnx.parent / "x", calibration=_batches(1))
+
+
+def test_sub_8_bit_codes_stay_on_their_grid(exported):
+    """The codes feeding a 6-bit layer never leave its 64 levels (the Clip on the codes)."""
+    import onnx
+    from onnx import helper
+
+    from ems_ray.quant import ort_session
+
+    model = onnx.load(str(exported.onnx))
+    clips = [n.output[0] for n in model.graph.node if n.op_type == "Clip"]
+    assert clips, "6-bit inputs need Clips on their codes"
+    model.graph.output.extend([helper.make_empty_tensor_value_info(name) for name in clips])
+    session = ort_session(model.SerializeToString(), 1)
+    x, _ = _batches(1, batch=8, seed=7)[0]
+    outs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": x.numpy()})))
+    lows_highs = {(n.output[0]): (int(onnx.numpy_helper.to_array(_init(model, n.input[1]))),
+                                  int(onnx.numpy_helper.to_array(_init(model, n.input[2]))))
+                  for n in model.graph.node if n.op_type == "Clip"}
+    for name in clips:
+        lo, hi = lows_highs[name]
+        assert outs[name].dtype == np.uint8 and outs[name].min() >= lo and outs[name].max() <= hi
+
+
+def _init(model, name):
+    return next(i for i in model.graph.initializer if i.name == name)

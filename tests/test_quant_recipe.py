@@ -15,7 +15,7 @@ from ems_ray.supernet.checkpoint import save_supernet
 from ems_ray.quant import QuantRecipe, quantize_subnet
 
 SPACE = load_preset("fmnist-small")
-DATA = DataConfig(batch_size=32, eval_batch_size=64, train_subset=128, val_subset=64)
+DATA = DataConfig(batch_size=32, eval_batch_size=64, train_subset=128, val_subset=64, test_subset=64)
 RECIPE = QuantRecipe(calib_batches=1, finetune_steps=2, bn_batches=1)
 
 
@@ -51,7 +51,9 @@ def test_export_command_end_to_end(tmp_path, capsys):
     assert main(["export", "--config", str(config), "--subnet", str(subnet)]) == 0
     out = run_dir / "export" / f"best-{SubnetConfig.from_yaml(subnet).digest()}"  # one folder per sub-net
     sidecar = json.loads((out / "model.json").read_text())
-    assert sidecar["hardware"]["latency_ms"] > 0 and set(sidecar["metrics"]) == {"val_acc_fp", "val_acc_quant"}
+    assert sidecar["hardware"]["latency_ms"] > 0
+    assert set(sidecar["metrics"]) == {"val_acc_fp", "val_acc_quant", "test_acc_quant", "test_acc_onnx"}
+    assert sidecar["input"]["normalization"]["mean"] == [0.2860] and sidecar["runtime"]["latency"]["median_ms"] > 0
     assert (out / "model.onnx").is_file()
     # a sub-net for another space fails before any work, with the field named
     other = load_preset("apq-imagenet")

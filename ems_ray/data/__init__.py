@@ -9,6 +9,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ),
     ".image_folder": ("IMAGENET_MEAN", "IMAGENET_STD", "load_image_folder"),
     ".loaders": ("make_loader",),
-    ".splits": ("Splits", "build_splits", "split_indices"),
+    ".splits": ("NORMALIZATION", "Splits", "build_splits", "normalization", "split_indices"),
     ".tensor_dataset": ("ImageBatch", "InMemoryImageDataset", "collate_images"),
 })

@@ -15,10 +15,22 @@ from ems_ray.errors import InputError
 from .cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from .config import DataConfig
 from .fashion_mnist import FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD, load_fashion_mnist
-from .image_folder import load_image_folder
+from .image_folder import IMAGENET_MEAN, IMAGENET_STD, load_image_folder
 from .tensor_dataset import InMemoryImageDataset
 
 DEFAULT_IMAGEFOLDER_SIZE = 224
+# Per-channel (mean, std) each dataset's images are normalised with: (pixel / 255 - mean) / std.
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion-mnist": (FMNIST_MEAN, FMNIST_STD),
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+def normalization(cfg: DataConfig) -> dict[str, list[float]]:
+    """The normalisation the model's input expects ({"mean", "std"} per channel), for a deployer."""
+    mean, std = NORMALIZATION[cfg.name]
+    return {"mean": list(mean), "std": list(std)}
 
 
 @dataclass(frozen=True)
@@ -62,10 +74,11 @@ def build_splits(cfg: DataConfig) -> Splits:
     else:
         if cfg.name == "fashion-mnist":
             tr_x, tr_y, te_x, te_y = load_fashion_mnist(cfg.root)
-            mean, std, pad, classes = FMNIST_MEAN, FMNIST_STD, 2, list(FMNIST_CLASSES)
+            pad, classes = 2, list(FMNIST_CLASSES)
         else:
             tr_x, tr_y, te_x, te_y, classes = load_cifar10(cfg.root)
-            mean, std, pad = CIFAR10_MEAN, CIFAR10_STD, 4
+            pad = 4
+        mean, std = NORMALIZATION[cfg.name]
         train_eval = InMemoryImageDataset(tr_x, tr_y, mean, std, augment=False, pad=pad, size=cfg.image_size, classes=classes)
         train_full = train_eval.view(augment=cfg.augment)
         test = InMemoryImageDataset(te_x, te_y, mean, std, augment=False, pad=pad, size=cfg.image_size, classes=classes)

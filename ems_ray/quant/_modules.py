@@ -4,7 +4,7 @@
 state dict's weight keys) are those of the float layer they replace. Forward: quantize the
 input at `a_bits` on its calibrated range, quantize the weight at `w_bits` (one range per
 layer, as in the paper), then the float conv/linear on the quantized values. The batch norm
-that follows stays a separate float layer (see `docs/quantization.md`).
+that follows stays a separate float layer; the export folds it (see `docs/quantization.md`).
 
 Ranges are buffers (`weight_range`, `input_range`); bit-widths, the input's sign and whether it
 was calibrated are Python attributes, kept in the state dict as extra state.
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._quantizers import check_bits, choose_range, fake_quantize, quant_levels, quantize_dequantize
+from ._quantizers import check_bits, choose_range, fake_quantize, quant_levels
 
 
 class NotCalibratedError(RuntimeError):
@@ -42,9 +42,6 @@ class QuantLayerMixin:
         self.calibrated = False
         # Off: the layer computes in float (calibration observes float activations this way).
         self.quant_enabled = True
-        # (input range, weight range) as Python floats while `export_quantized` traces the layer
-        # (see `set_export_mode`); None otherwise.
-        self._export_ranges: tuple[float, float] | None = None
         self.register_buffer("weight_range", torch.zeros(()))
         self.register_buffer("input_range", torch.zeros(()))
 
@@ -61,11 +58,6 @@ class QuantLayerMixin:
         self.input_range.fill_(v)
         self.input_signed = bool(signed)
         self.calibrated = True
-
-    def set_export_mode(self, on: bool) -> None:
-        """On: forward uses explicit quantize/dequantize ops with the current ranges frozen as
-        constants (see `quantize_dequantize`), which the ONNX exporter can trace."""
-        self._export_ranges = (float(self.input_range), float(self.weight_range)) if on else None
 
     @property
     def weight_scale(self) -> float:
@@ -95,11 +87,6 @@ class QuantLayerMixin:
                 f"{type(self).__name__} has no input range yet: run calibrate(model, loader, num_batches) "
                 "on the quantized model first"
             )
-        if self._export_ranges is not None:
-            v_in, v_w = self._export_ranges
-            x = quantize_dequantize(x, v_in, self.a_bits, self.input_signed)
-            w = quantize_dequantize(self.weight, v_w, self.w_bits, True)
-            return x, w
         x = fake_quantize(x, self.input_range, self.a_bits, self.input_signed)
         w = fake_quantize(self.weight, self.weight_range, self.w_bits, True)
         return x, w

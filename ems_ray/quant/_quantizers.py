@@ -18,9 +18,6 @@ than the max-abs range.
 from __future__ import annotations
 
 import torch
-# Registers torch.ops.quantized_decomposed (used by `quantize_dequantize`); it must be loaded before
-# an ONNX export starts, when the exporter builds its table of known ops.
-from torch.ao.quantization.fx import _decomposed  # noqa: F401
 
 from ems_ray.errors import InputError
 
@@ -47,11 +44,6 @@ def quant_levels(bits: int, signed: bool) -> int:
     return 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
 
 
-def storage_range(signed: bool) -> tuple[int, int]:
-    """The 8-bit integer type every b ≤ 8 grid fits in (int8 or uint8), as the export stores it."""
-    return (-128, 127) if signed else (0, 255)
-
-
 def fake_quantize(x: torch.Tensor, v: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     """Quantize-dequantize `x` to `bits` on [-v, v] (signed) or [0, v], with a straight-through
     gradient: it passes unchanged where x falls on the grid (inside the range, up to half a step
@@ -63,23 +55,6 @@ def fake_quantize(x: torch.Tensor, v: torch.Tensor, bits: int, signed: bool) -> 
     scale = (v.detach().to(torch.float32).clamp_min(TINY_RANGE) / n).reshape(1)
     zero_point = torch.zeros(1, dtype=torch.int32, device=x.device)
     return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -n if signed else 0, n)
-
-
-def quantize_dequantize(x: torch.Tensor, v: float, bits: int, signed: bool) -> torch.Tensor:
-    """The same numbers as `fake_quantize`, as explicit quantize/dequantize ops with constant
-    parameters (no gradient): what the ONNX export traces, because the exporter turns these into
-    QuantizeLinear/DequantizeLinear and, unlike the fake-quant op, traces them with a dynamic
-    batch dimension.
-    """
-    n = quant_levels(bits, signed)
-    v32 = torch.tensor(max(v, TINY_RANGE), dtype=torch.float32)
-    scale = float(v32 / n)
-    qmin, qmax = storage_range(signed)
-    dtype = torch.int8 if signed else torch.uint8
-    x = torch.clamp(x, -float(v32) if signed else 0.0, float(v32))
-    ops = torch.ops.quantized_decomposed
-    q = ops.quantize_per_tensor(x, scale, 0, qmin, qmax, dtype)
-    return ops.dequantize_per_tensor(q, scale, 0, qmin, qmax, dtype)
 
 
 def magnitude_histogram(x: torch.Tensor, max_value: float, signed: bool, bins: int = DEFAULT_BINS) -> torch.Tensor:
