@@ -191,3 +191,21 @@ def test_search_command_pareto(tmp_path, capsys):
     assert "'power' not allowed; allowed values: accuracy, latency_ms, energy_mj, bitops" in err
     assert main(["search", "--config", str(config), "--pareto", "accuracy,bitops", "--algorithm", "tpe"]) == 2
     assert "allowed values: evolution, nsga2" in capsys.readouterr().err
+
+
+def test_pipeline_search_stage_makes_the_front_only_when_asked(tmp_path):
+    from ems_ray.config import RunConfig
+    from ems_ray.pipeline.stages import STAGES
+
+    base = {"name": "t", "run_dir": str(tmp_path), "supernet": {"phases": [{"name": "full", "epochs": 1, "lr": 0.1, "distill": False}]},
+            "final": {"budgets": ["latency=0.3ms"]}}
+    search = next(s for s in STAGES if s.name == "search")
+    plain = RunConfig.model_validate(base)
+    assert "pareto" not in search.settings(plain)["search"]  # runs from before fronts existed stay current
+    assert search.outputs(plain) == ["search/latency-0.3ms/best.yaml"]
+    front = RunConfig.model_validate({**base, "search": {"pareto": {"objectives": ["latency_ms", "accuracy"],
+                                                                    "budget": "latency=1ms"}}})
+    assert search.outputs(front)[-1] == "pareto/accuracy-latency_ms-within-latency-1ms/front.parquet"
+    assert search.settings(front)["search"]["pareto"]["objectives"] == ["accuracy", "latency_ms"]
+    with pytest.raises(ValueError, match="allowed values: accuracy, latency_ms, energy_mj, bitops"):
+        RunConfig.model_validate({**base, "search": {"pareto": {"objectives": ["accuracy", "power"]}}})

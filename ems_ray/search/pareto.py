@@ -269,12 +269,13 @@ def front_png(scores: dict[str, np.ndarray], objectives: Objectives, budget: Bud
         for key, axline in ((x_key, ax.axvline), (y_key, ax.axhline)):
             if key in limits:
                 axline(_axis(key, np.asarray([limits[key]]))[0], color="grey", linestyle="--", linewidth=1)
-        ax.set(xlabel=AXIS_LABELS[x_key], ylabel=AXIS_LABELS[y_key])
+        ylabel = "accuracy (front: predicted; markers: measured)" if measured and y_key == ACCURACY else None
+        ax.set(xlabel=AXIS_LABELS[x_key], ylabel=ylabel or AXIS_LABELS[y_key])
         ax.grid(alpha=0.3)
         if y_key == ACCURACY:
             ax.legend(fontsize="small")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
