@@ -8,28 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from ems_ray.hardware import build_lut
 from ems_ray.search import (
-    Budget, CandidateScorer, EvolutionConfig, Objectives, ObjectivesError, ParetoArchive, SyntheticPredictor,
-    crowding_distance, hypervolume_of, nondominated_ranks, read_front, run_local_evolution, run_local_pareto,
+    Budget, EvolutionConfig, Objectives, ObjectivesError, ParetoArchive, crowding_distance, hypervolume_of, nondominated_ranks, read_front, run_local_evolution, run_local_pareto,
     within, write_front,
 )
 from ems_ray.search._pareto import dominates
 from ems_ray.space import Genome, SubnetConfig, load_preset
 
+from tiny_configs import tiny_predictor_run
+
 SPACE = load_preset("fmnist-small")
 GENOME = Genome(SPACE)
 LATENCY = Objectives.parse("accuracy,latency_ms")
-
-
-@pytest.fixture(scope="module")
-def table():
-    return build_lut(SPACE)
-
-
-@pytest.fixture(scope="module")
-def scorer(table):
-    return CandidateScorer(SyntheticPredictor(SPACE), table)
 
 
 # ----- objectives ----------------------------------------------------------------------------------
@@ -100,7 +90,7 @@ def test_archive_holds_the_nondominated_distinct_set_of_everything_merged():
 
 
 # ----- the searches --------------------------------------------------------------------------------
-def test_front_matches_the_single_budget_search_within_0_1_points(table, scorer):
+def test_front_matches_the_single_budget_search_within_0_1_points(scorer):
     """One Pareto run against one single-budget search per budget, at the same total candidates
     (3 budgets x 1,000 against 3,080): for each budget the front holds a point within it at most 0.1
     points below the single-budget best (docs/BENCHMARKS.md, *Pareto fronts*, for the spread over seeds)."""
@@ -110,7 +100,7 @@ def test_front_matches_the_single_budget_search_within_0_1_points(table, scorer)
     assert result.scored == 120 + 74 * 40
     points = np.stack([-result.scores["accuracy"], result.scores["latency_ms"]], axis=1)
     assert not dominates(points, points).any() and np.all(np.diff(points[:, 1]) > 0)  # by latency
-    lat = table.score(GENOME.sample(np.random.default_rng(0), 400))["latency_ms"]
+    lat = scorer.costs(GENOME.sample(np.random.default_rng(0), 400))["latency_ms"]
     for q in (0.2, 0.5, 0.8):
         budget = Budget(latency_ms=float(np.quantile(lat, q)))
         best = run_local_evolution(scorer, budget, single, seed=0, check=False).scores["accuracy"]
@@ -163,22 +153,10 @@ def test_front_files_round_trip_and_are_verified(scorer, tmp_path):
 
 
 def test_search_command_pareto(tmp_path, capsys):
-    import torch
-
     from ems_ray.cli import main
-    from ems_ray.predictor import AccuracyPredictor, MLPPredictor
-    from ems_ray.space import Encoding
 
-    enc = Encoding(SPACE)
-    torch.manual_seed(0)
-    for kind, quant_dim in (("fp", 0), ("quant", enc.quant_dim)):
-        AccuracyPredictor(MLPPredictor(enc.fp_dim, quant_dim, hidden=16, layers=2), SPACE, kind).save(
-            tmp_path / "run" / "predictor" / f"{kind}.pt")
-    config = tmp_path / "run.yaml"
-    config.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\n"
-                      "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
-                      "search: {pareto: {evolution: {population: 20, parents: 4, mutations: 6, crossovers: 6, "
-                      "generations: 3}}}\n")
+    config = tiny_predictor_run(tmp_path, "{pareto: {evolution: {population: 20, parents: 4, mutations: 6, "
+                                          "crossovers: 6, generations: 3}}}")
     assert main(["search", "--config", str(config), "--pareto", "accuracy,latency_ms", "--budget",
                  "latency=0.4ms"]) == 0
     out = capsys.readouterr().out
