@@ -122,6 +122,8 @@ def _cmd_train_predictor(args: argparse.Namespace) -> None:
 def _cmd_search(args: argparse.Namespace) -> None:
     from ems_ray.search import format_cost, run_search_stage
 
+    if args.pareto is not None:
+        return _search_pareto(args)
     cfg = config_from_args(args, algorithm="search.algorithm", mode="search.mode",
                   generations="search.evolution.generations", num_samples="search.num_samples")
     result, out = run_search_stage(cfg, args.budget)
@@ -141,6 +143,30 @@ def _cmd_search(args: argparse.Namespace) -> None:
             print(f"    block {i:2d}: k{block.kernel} mid {block.mid_channels:4d}  pw W{block.pw_w_bits}A{block.pw_a_bits}"
                   f"  dw W{block.dw_w_bits}A{block.dw_a_bits}")
     print(f"  saved {out / 'best.yaml'} and {out / 'result.json'}")
+
+
+def _search_pareto(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from ems_ray.search import Objectives, format_cost, run_pareto_stage
+
+    objectives = Objectives.parse(args.pareto)  # named error before the config and predictors load
+    cfg = config_from_args(args, algorithm="search.algorithm", mode="search.mode",
+                           generations="search.pareto.evolution.generations", num_samples="search.num_samples")
+    result, out = run_pareto_stage(cfg, objectives, args.budget)
+    limits = "" if result.budget is None else f" within {result.budget.describe()}"
+    ref = ", ".join(f"{k} {format_cost(k, v)}" for k, v in result.reference.items())
+    print(f"[search {result.algorithm} --pareto {objectives.describe()}]{limits}: {len(result)} points on the front, "
+          f"{result.scored} candidates scored in {result.seconds:.2f} s")
+    print(f"  hypervolume {result.hypervolume:.6g} ({result.hypervolume_normalized:.4f} of the box up to the "
+          f"reference point: {ref})")
+    shown = np.unique(np.linspace(0, len(result) - 1, min(len(result), 8)).round().astype(int)) if len(result) else []
+    print(f"  points (by {objectives.costs[0]}):" + ("" if len(result) else " none"))
+    for i in shown:
+        s = {k: v[i] for k, v in result.scores.items()}
+        print(f"    {i:4d}: accuracy {s['accuracy']:.4f}  latency {format_cost('latency_ms', s['latency_ms'])}  "
+              f"energy {format_cost('energy_mj', s['energy_mj'])}  {format_cost('bitops', s['bitops'])} BitOps")
+    print(f"  saved {out}/{{front.parquet,front.csv,result.json,front.png}}")
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> None:
@@ -224,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override search.mode (local: evolution in-process; Optuna always runs on Tune)")
     search.add_argument("--generations", type=positive_int, help="override search.evolution.generations")
     search.add_argument("--num-samples", type=positive_int, help="override search.num_samples (Optuna searchers)")
+    search.add_argument("--pareto", metavar="OBJECTIVES",
+                        help="the Pareto front instead of one budget: two or three of accuracy, latency_ms, "
+                             "energy_mj, bitops, accuracy among them (e.g. accuracy,latency_ms,energy_mj); "
+                             "--budget then sets hard limits; --algorithm evolution or nsga2; "
+                             "--generations overrides search.pareto.evolution.generations")
     search.set_defaults(func=_cmd_search)
 
     compare = sub.add_parser("compare-searchers", help="evolution vs TPE vs NSGA-II vs random at equal scored "

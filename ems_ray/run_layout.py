@@ -13,6 +13,7 @@ Each stage, the pipeline's stage table, the manifest and the CLI's defaults take
     <run_dir>/predictor/{fp,quant}.pt          the predictors; metrics.json beside them
     <run_dir>/search/<budget>/                 best.yaml + result.json of `ems-ray search`
     <run_dir>/compare/<budget>/                `ems-ray compare-searchers`
+    <run_dir>/pareto/<objectives>[-within-<budget>]/  `ems-ray search --pareto`: the front, its plot
     <run_dir>/export/<stem>-<digest>/          `ems-ray export`: one folder per sub-net (file stem, digest)
     <run_dir>/final/                           final models per budget and method, summary.csv, run.json
     <run_dir>/report/report.md                 the report and its plots
@@ -114,6 +115,14 @@ class RunLayout:
 
     def compare(self, budget: _Slugged) -> Path:
         return self.root / "compare" / budget.slug()
+
+    @property
+    def pareto_dir(self) -> Path:
+        return self.root / "pareto"
+
+    def pareto(self, objectives: _Slugged, budget: _Slugged | None = None) -> Path:
+        """The folder of one front: named by its objectives and, when it has hard limits, by them."""
+        return self.pareto_dir / (objectives.slug() + ("" if budget is None else f"-within-{budget.slug()}"))
 
     def export(self, name: str) -> Path:
         return self.root / "export" / name

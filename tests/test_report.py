@@ -116,3 +116,28 @@ def test_noise_rule_marks_differences_beyond_two_pooled_sd():
 def test_summary_columns_are_what_the_report_reads():
     assert {"budget", "method", "status", "quant_test_accuracy", "quant_test_accuracy_sd", "seeds",
             "quant_test_accuracies", "latency_ms", "search_seconds"} <= set(SUMMARY_COLUMNS)
+
+
+def test_report_shows_a_front_with_the_final_models_on_it(tmp_path):
+    import numpy as np
+
+    from ems_ray.search import Objectives, ParetoResult, write_front
+    from ems_ray.space import Genome, load_preset
+
+    cfg = _run(tmp_path)
+    space = load_preset("fmnist-small")
+    genome = Genome(space)
+    genes = np.concatenate([genome.smallest(4), genome.smallest(8), genome.largest(8)]).reshape(3, -1)
+    scores = {"accuracy": np.array([0.80, 0.86, 0.88]), "latency_ms": np.array([0.07, 0.25, 0.9]),
+              "energy_mj": np.array([0.1, 0.2, 0.6]), "macs": np.array([1e6, 2e6, 9e6]),
+              "bitops": np.array([4e7, 1e8, 5e8])}
+    objectives = Objectives.parse("accuracy,latency_ms")
+    front = ParetoResult("evolution", objectives, None, genes, scores, {"accuracy": 0.0, "latency_ms": 1.0}, 500, 1.5)
+    write_front(front, space, Path(cfg.run_dir) / "pareto" / objectives.slug())
+    md = (run_report_stage(cfg) / "report.md").read_text()
+    assert "## Pareto fronts" in md and "### Front `accuracy-latency_ms`" in md and "**3 points**" in md
+    assert f"hypervolume {front.hypervolume:.4g}" in md and "reference point accuracy 0, latency_ms 1" in md
+    # ems at 0.2911 ms: the front's best at <= 0.2911 ms is the 0.25 ms point; at 0.0795 ms the 0.07 ms one
+    assert "| latency=0.3ms | ems | 0.8710 | 0.8523 ± 0.0010 | 0.8600 |" in md
+    assert "| latency=0.08ms | ems | 0.8010 | 0.7902 | 0.8000 |" in md
+    assert (Path(cfg.run_dir) / "report" / "pareto_accuracy-latency_ms.png").read_bytes()[:4] == b"\x89PNG"

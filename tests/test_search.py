@@ -13,6 +13,8 @@ from ems_ray.search import (
 )
 from ems_ray.space import Genome, SubnetConfig, load_preset
 
+from tiny_configs import tiny_predictor_run
+
 SPACE = load_preset("fmnist-small")
 GENOME = Genome(SPACE)
 TINY = EvolutionConfig(population=8, parents=3, mutations=4, crossovers=4, generations=3)
@@ -183,22 +185,8 @@ def test_save_result_writes_a_loadable_subnet(scorer, budget, tmp_path):
 # ----- the stage and the command -------------------------------------------------------------------
 @pytest.fixture()
 def run_config(tmp_path):
-    import torch
-
-    from ems_ray.predictor import AccuracyPredictor, MLPPredictor
-    from ems_ray.space import Encoding
-
-    enc = Encoding(SPACE)
-    torch.manual_seed(0)
-    for kind, quant_dim in (("fp", 0), ("quant", enc.quant_dim)):
-        model = MLPPredictor(enc.fp_dim, quant_dim, hidden=16, layers=2)
-        AccuracyPredictor(model, SPACE, kind).save(tmp_path / "run" / "predictor" / f"{kind}.pt")
-    path = tmp_path / "run.yaml"
-    path.write_text(
-        f"name: t\nrun_dir: {tmp_path / 'run'}\n"
-        "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
-        "search: {evolution: {population: 8, parents: 3, mutations: 4, crossovers: 4, generations: 3}}\n")
-    return path
+    return tiny_predictor_run(tmp_path, "{evolution: {population: 8, parents: 3, mutations: 4, crossovers: 4, "
+                                        "generations: 3}}")
 
 
 def test_search_command_prints_and_saves_the_best_subnet(run_config, tmp_path, capsys):

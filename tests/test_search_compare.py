@@ -18,6 +18,8 @@ from ems_ray.search import (
 from ems_ray.search.compare import CURVE_COLUMNS, FRONT_COLUMNS, SUMMARY_COLUMNS, SearcherTrace, write_comparison
 from ems_ray.space import Genome, load_preset
 
+from tiny_configs import tiny_predictor_run
+
 SPACE = load_preset("fmnist-small")
 GENOME = Genome(SPACE)
 FILES = ("summary.csv", "curves.csv", "front.csv", "curves.png", "front.png")
@@ -132,22 +134,8 @@ def test_traces_write_curves_fronts_and_summary(tmp_path):
 @pytest.fixture(scope="module")
 def run_config(tmp_path_factory):
     """A run config with tiny untrained predictors (for the commands; the stage test passes `scorer`)."""
-    import torch
-
-    from ems_ray.predictor import AccuracyPredictor, MLPPredictor
-    from ems_ray.space import Encoding
-
-    root = tmp_path_factory.mktemp("compare")
-    enc = Encoding(SPACE)
-    torch.manual_seed(0)
-    for kind, quant_dim in (("fp", 0), ("quant", enc.quant_dim)):
-        AccuracyPredictor(MLPPredictor(enc.fp_dim, quant_dim, hidden=8, layers=1), SPACE, kind).save(
-            root / "run" / "predictor" / f"{kind}.pt")
-    path = root / "run.yaml"
-    path.write_text(f"name: t\nrun_dir: {root / 'run'}\n"
-                    "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
-                    "search: {batch: 3, compare: {candidates: 8, population: 4, parents: 2}}\n")
-    return path
+    return tiny_predictor_run(tmp_path_factory.mktemp("compare"),
+                              "{batch: 3, compare: {candidates: 8, population: 4, parents: 2}}", hidden=8, layers=1)
 
 
 def test_search_command_runs_random_search_locally(run_config, budget, capsys):

@@ -21,3 +21,23 @@ def tiny_inputs(log=lambda s: None) -> LoopInputs:
         ],
     )
     return LoopInputs(space=SPACE, data=data, train=train, seed=3, log=log)
+
+
+def tiny_predictor_run(root, search: str, hidden: int = 16, layers: int = 2):
+    """A run folder under `root` holding only untrained FP and quant predictors of `SPACE`, and its
+    run config `root/run.yaml` with the `search:` section `search` (YAML flow text); returns the config path."""
+    import torch
+
+    from ems_ray.predictor import AccuracyPredictor, MLPPredictor
+    from ems_ray.space import Encoding
+
+    enc = Encoding(SPACE)
+    torch.manual_seed(0)
+    for kind, quant_dim in (("fp", 0), ("quant", enc.quant_dim)):
+        AccuracyPredictor(MLPPredictor(enc.fp_dim, quant_dim, hidden=hidden, layers=layers), SPACE, kind).save(
+            root / "run" / "predictor" / f"{kind}.pt")
+    path = root / "run.yaml"
+    path.write_text(f"name: t\nrun_dir: {root / 'run'}\n"
+                    "supernet: {phases: [{name: full, epochs: 1, lr: 0.1, distill: false}]}\n"
+                    f"search: {search}\n")
+    return path

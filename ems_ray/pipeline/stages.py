@@ -124,6 +124,13 @@ def _run_predictor(cfg: RunConfig, use_ray: bool) -> None:
     run_predictor_stage(cfg)
 
 
+def _search_settings(cfg: RunConfig, with_pareto: bool) -> dict:
+    """The `search` section as a stage's settings; `search.pareto` only where it counts (a front is
+    asked for and the stage makes it), so runs from before it existed stay current."""
+    keep_pareto = with_pareto and bool(cfg.search.pareto.objectives)
+    return cfg.search.model_dump(mode="json", exclude=None if keep_pareto else {"pareto"})
+
+
 def _run_search(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.hardware import run_cost_table
     from ems_ray.search.stage import load_scorer, run_search_stage
@@ -133,6 +140,22 @@ def _run_search(cfg: RunConfig, use_ray: bool) -> None:
         result, out = run_search_stage(cfg, budget, scorer=scorer)
         logger.info(f"[search] {budget.describe()}: predicted accuracy {result.scores['accuracy']:.4f} "
                     f"({result.scored} candidates in {result.seconds:.2f} s) -> {out}")
+    if cfg.search.pareto.objectives:
+        from ems_ray.search.pareto import run_pareto_stage
+
+        run_pareto_stage(cfg, scorer=scorer)
+
+
+def _search_outputs(run: RunLayout, cfg: RunConfig) -> list[Path]:
+    """best.yaml per budget, and the front (`search.pareto`) when one is asked for."""
+    paths = [run.search(b) / "best.yaml" for b in run_budgets(cfg)]
+    pareto = cfg.search.pareto
+    if pareto.objectives:
+        from ems_ray.search.config import Objectives
+
+        budget = Budget.parse(pareto.budget) if pareto.budget else None
+        paths.append(run.pareto(Objectives.parse(pareto.objectives), budget) / "front.parquet")
+    return paths
 
 
 def _run_compare(cfg: RunConfig, use_ray: bool) -> None:
@@ -174,13 +197,15 @@ STAGES: tuple[Stage, ...] = (
           _outputs(lambda run, cfg: [run.predictor("fp"), run.predictor("quant")]), ("collect-fp", "collect-quant"),
           _check_predictors),
     Stage("search", _run_search,
-          lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budgets": [b.describe() for b in run_budgets(cfg)]},
-          _outputs(lambda run, cfg: [run.search(b) / "best.yaml" for b in run_budgets(cfg)]), ("lut", "predictor")),
+          lambda cfg: {"seed": cfg.seed, "search": _search_settings(cfg, with_pareto=True),
+                       "budgets": [b.describe() for b in run_budgets(cfg)]},
+          _outputs(_search_outputs), ("lut", "predictor")),
     Stage("final", _run_final,
           lambda cfg: {**_common(cfg), "final": _dump(cfg.final), "quant": _dump(cfg.quant)},
           _outputs(lambda run, cfg: [run.final_summary]), ("supernet", "predictor", "search")),
     Stage("compare", _run_compare,
-          lambda cfg: {"seed": cfg.seed, "search": _dump(cfg.search), "budget": run_budgets(cfg)[0].describe()},
+          lambda cfg: {"seed": cfg.seed, "search": _search_settings(cfg, with_pareto=False),
+                       "budget": run_budgets(cfg)[0].describe()},
           _outputs(lambda run, cfg: [run.compare(run_budgets(cfg)[0]) / "summary.csv"]), ("lut", "predictor")),
     Stage("report", _run_report, lambda cfg: {"name": cfg.name}, _outputs(lambda run, cfg: [run.report]),
           ("final", "compare")),

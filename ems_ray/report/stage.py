@@ -4,11 +4,13 @@ Reads (each optional but `final/summary.csv`):
 
     <run_dir>/final/summary.csv, final/run.json     the final stage (Table 2 analogue)
     <run_dir>/compare/<budget>/summary.csv, curves.csv   `ems-ray compare-searchers`
+    <run_dir>/pareto/<objectives>[-within-<budget>]/   `ems-ray search --pareto` (verified on read)
     <run_dir>/manifest.json                         stage timings of the pipeline runner
 
 Writes `report.md`, `accuracy_latency.png` (Figure 4 analogue: measured test accuracy against
-latency, one series per method) and, per compared budget, `searchers_<budget>.png` and a copy of
-its curves as `searchers_<budget>.csv`.
+latency, one series per method), per compared budget `searchers_<budget>.png` and a copy of
+its curves as `searchers_<budget>.csv`, and per Pareto front `pareto_<objectives>.png`: the
+predicted front with the final models' measured points on it.
 """
 from __future__ import annotations
 
@@ -189,6 +191,50 @@ def _compare_section(run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
     return (["", "## Searchers compared", *lines] if lines else []), images
 
 
+def _front_at(front: dict, objectives, row: dict) -> str:
+    """The front's best predicted accuracy at no more than `row`'s cost on each of its cost axes."""
+    import numpy as np
+
+    ok = np.ones(len(front["accuracy"]), dtype=bool)
+    for cost in objectives.costs:
+        ok &= front[cost] <= _num(row[cost])
+    return _fmt(front["accuracy"][ok].max()) if ok.any() else "–"
+
+
+def _pareto_section(run_dir: Path, out: Path, rows: list[dict]) -> list[str]:
+    """Each front of the run: its figures, a plot with the final models' measured points, and per
+    final model the front's best predicted accuracy at that model's costs."""
+    from ems_ray.search.pareto import FRONT_PARQUET, front_png, read_front
+
+    lines = []
+    done = [r for r in rows if r["status"] == "done" and _num(r.get("quant_test_accuracy")) is not None]
+    for parquet in sorted(RunLayout(run_dir).pareto_dir.glob(f"*/{FRONT_PARQUET}")):
+        front = read_front(parquet.parent)
+        objectives, info, slug = front.objectives, front.info, parquet.parent.name
+        measured = []
+        for method in dict.fromkeys(r["method"] for r in done):
+            mine = [r for r in done if r["method"] == method]
+            measured.append((f"{method} (test, quantized)", MARKERS.get(method, "x"),
+                             {k: [_num(r[k if k != "accuracy" else "quant_test_accuracy"]) for r in mine]
+                              for k in objectives.names}))
+        image = f"pareto_{slug}.png"
+        (out / image).write_bytes(front_png(front.columns, objectives, front.budget, measured,
+                                            title=f"front {slug}"))
+        ref = ", ".join(f"{k} {v:.4g}" for k, v in info["reference_point"].items())
+        lines += ["", f"### Front `{slug}`", "",
+                  f"{info['algorithm']}, {info['scored']} candidates scored in {info['seconds']:.1f} s: "
+                  f"**{info['points']} points**, hypervolume {info['hypervolume']:.4g} "
+                  f"({info['hypervolume_normalized']:.4f} of the box to the reference point {ref})"
+                  + (f"; hard limits {info['budget']}" if info["budget"] else "") + ".", "",
+                  f"![front {slug}]({image})"]
+        if done:
+            body = [[r["budget"], r["method"], _fmt(r["predicted_accuracy"]), _mean_sd(r, "quant_test_accuracy"),
+                     _front_at(front.columns, objectives, r)] for r in done]
+            lines += ["", *_table(["budget", "method", "predicted acc", "test acc (quant)",
+                                   "front's best predicted at ≤ its " + ", ".join(objectives.costs)], body)]
+    return ["", "## Pareto fronts", *lines] if lines else []
+
+
 def _timings_section(run_dir: Path) -> list[str]:
     path = RunLayout(run_dir).manifest
     if not path.is_file():
@@ -229,6 +275,7 @@ def build_report(run_dir: Path, config_name: str) -> Path:
     lines += _gap_section(rows)
     compare, _ = _compare_section(run_dir, out)
     lines += compare
+    lines += _pareto_section(run_dir, out, rows)
     lines += _timings_section(run_dir)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -9,7 +9,9 @@ Lifecycle (`BatchSearch`): `ask` hands out the next generation, then nothing (an
 until that generation is told; the first is the random initial population, every later one
 `mutations` mutated plus `crossovers` crossed children of the top `parents` of the population. `tell` merges the scored children into the population (kept
 at the best `population` of parents and children, as the paper keeps parents plus children and
-breeds from their top-25) and advances one generation.
+breeds from their top-25) and advances one generation. `ParetoEvolution` is the same evolution
+with NSGA-II's selection (non-dominated fronts, then crowding) over accuracy and LUT costs, for
+Pareto fronts (`ems_ray/search/pareto.py`).
 
 With `distinct` (the default) the population holds distinct networks, compared by canonical genes
 (`Genome.canonical`: genes of skipped blocks do not count), and a proposal that repeats a member or
@@ -31,6 +33,7 @@ from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
 from ._base import BatchSearch, as_scores
+from ._pareto import nsga2_order
 from ._scoring import InfeasibleBudgetError
 from .config import EvolutionConfig
 
@@ -75,18 +78,20 @@ class Evolution(BatchSearch):
         fitness = as_scores(scores, self.pending, "a generation")
         genes = np.concatenate([self.population, self.pending])
         scores = np.concatenate([self.fitness, fitness])
-        order = np.argsort(-scores, kind="stable")
-        if self.config.distinct:  # the best-scored copy of each network
-            first: dict[bytes, int] = {}
-            for i, key in enumerate(_keys(self.genome.canonical(genes[order]))):
-                first.setdefault(key, i)
-            order = order[np.fromiter(first.values(), dtype=np.intp, count=len(first))]
-        keep = order[: self.config.population]
+        keep = self._select(genes, scores)[: self.config.population]
         self.population, self.fitness = genes[keep], scores[keep]
         self.scored += len(fitness)
         self.pending = None
         self.generation += 1
-        self.history.append(float(self.fitness[0]))
+        self.history.append(self.best()[1])
+
+    def _select(self, genes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Indices of parents and children, best first (the population is the head of it): by
+        fitness, and with `distinct` only the best-scored copy of each network."""
+        order = np.argsort(-scores, kind="stable")
+        if self.config.distinct:
+            order = order[_first_copies(self.genome.canonical(genes[order]))]
+        return order
 
     def best(self) -> tuple[np.ndarray, float]:
         """(gene row, fitness) of the best candidate scored so far."""
@@ -157,6 +162,45 @@ class Evolution(BatchSearch):
 
 def _keys(rows: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in np.ascontiguousarray(rows, dtype=np.int16)]
+
+
+def _first_copies(canonical: np.ndarray) -> np.ndarray:
+    """Positions of the first row of each distinct (canonical) network, in order."""
+    first: dict[bytes, int] = {}
+    for i, key in enumerate(_keys(canonical)):
+        first.setdefault(key, i)
+    return np.fromiter(first.values(), dtype=np.intp, count=len(first))
+
+
+class ParetoEvolution(Evolution):
+    """The evolution with NSGA-II's selection: several objectives instead of one fitness.
+
+    Proposals, budget rejection, distinctness and the ask/tell lifecycle are `Evolution`'s; only
+    the selection differs. `objectives(genes, accuracy) -> (n, m)` gives the values to minimise
+    (accuracy negated and the chosen LUT costs: `objective_matrix`), and parents plus children are
+    ordered by non-dominated front, then by crowding distance (`nsga2_order`), so the population
+    is the best fronts, spread along them, and its top `parents` breed. `tell` still takes one
+    score per row (the predicted accuracy; the costs come from the LUT); `fitness` is accuracy and
+    `best()` the most accurate member. The front of a whole run is kept by its driver
+    (`ParetoArchive`), not by the population, which holds only the last generation's survivors.
+    """
+
+    def __init__(self, genome: Genome, config: EvolutionConfig, feasible: Callable[[np.ndarray], np.ndarray],
+                 objectives: Callable[[np.ndarray, np.ndarray], np.ndarray], seed: int = 0):
+        super().__init__(genome, config, feasible, seed)
+        self.objectives = objectives
+
+    def _select(self, genes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        # one copy of each network first: copies have equal points and would crowd each other out
+        unique = _first_copies(self.genome.canonical(genes)) if self.config.distinct else np.arange(len(genes))
+        return unique[nsga2_order(self.objectives(genes[unique], scores[unique]))]
+
+    def best(self) -> tuple[np.ndarray, float]:
+        """(gene row, accuracy) of the most accurate member of the population."""
+        if not len(self.population):
+            raise RuntimeError("no candidate scored yet")
+        i = int(np.argmax(self.fitness))
+        return self.population[i].copy(), float(self.fitness[i])
 
 
 def fill_feasible(n: int, propose: Callable[[int], np.ndarray], feasible: Callable[[np.ndarray], np.ndarray],

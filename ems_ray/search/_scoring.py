@@ -14,6 +14,7 @@ from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace
 from ems_ray.space.genome import GENES_PER_SLOT
 
+from ._pareto import hypervolume_of
 from .config import BUDGET_UNITS, Budget
 
 if TYPE_CHECKING:
@@ -107,12 +108,8 @@ def _extreme_costs(table: CostTable, smallest: bool) -> dict[str, float]:
 def hypervolume(accuracy: np.ndarray, cost: np.ndarray, cost_limit: float) -> float:
     """Area dominated by the (accuracy max, cost min) points up to the reference point
     (accuracy 0, cost `cost_limit`); points at or beyond the limit add nothing."""
-    accuracy, cost = np.asarray(accuracy, dtype=np.float64), np.asarray(cost, dtype=np.float64)
-    keep = cost < cost_limit
-    accuracy, cost = accuracy[keep], cost[keep]
-    front = pareto_front(accuracy, cost)  # by increasing cost and accuracy
-    gains = np.diff(np.concatenate([[0.0], np.maximum(accuracy[front], 0.0)]))
-    return float(np.sum(gains * (cost_limit - cost[front])))
+    points = np.stack([-np.asarray(accuracy, dtype=np.float64), np.asarray(cost, dtype=np.float64)], axis=1)
+    return hypervolume_of(points, np.asarray([0.0, cost_limit]))
 
 
 def cheapest_costs(table: CostTable) -> dict[str, float]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from ems_ray.errors import InputError
 
@@ -182,6 +184,81 @@ class CompareConfig(BaseModel):
                                distinct=base.distinct)
 
 
+ACCURACY = "accuracy"
+OBJECTIVES = (ACCURACY, "latency_ms", "energy_mj", "bitops")  # what `--pareto` accepts
+PARETO_ALGORITHMS = ("evolution", "nsga2")
+
+
+class ObjectivesError(InputError):
+    """A `--pareto` / `search.pareto.objectives` list that is not two or three known objectives with accuracy."""
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """What a Pareto front trades: accuracy (maximised) and one or two LUT costs (minimised)."""
+
+    names: tuple[str, ...]  # accuracy first, then the costs in the order given
+
+    @classmethod
+    def parse(cls, value: str | Iterable[str]) -> Objectives:
+        """`accuracy,latency_ms[,energy_mj]` (text or a list): two or three distinct values of
+        `OBJECTIVES`, accuracy one of them; `ObjectivesError` naming the allowed values otherwise."""
+        items = [p.strip() for p in (value.split(",") if isinstance(value, str) else value)]
+        items = [p for p in items if p]
+        allowed = ", ".join(OBJECTIVES)
+        unknown = [p for p in items if p not in OBJECTIVES]
+        if unknown:
+            raise ObjectivesError(f"pareto objectives: {', '.join(repr(p) for p in unknown)} not allowed; "
+                                  f"allowed values: {allowed}")
+        if len(set(items)) != len(items):
+            raise ObjectivesError(f"pareto objectives: '{','.join(items)}' names one twice; allowed values: {allowed}")
+        if ACCURACY not in items or not 2 <= len(items) <= 3:
+            raise ObjectivesError(f"pareto objectives: give accuracy and one or two costs (e.g. accuracy,latency_ms), "
+                                  f"not '{','.join(items)}'; allowed values: {allowed}")
+        return cls((ACCURACY, *[p for p in items if p != ACCURACY]))
+
+    @property
+    def costs(self) -> tuple[str, ...]:
+        return self.names[1:]
+
+    def describe(self) -> str:
+        """As `parse` reads it: `accuracy,latency_ms`."""
+        return ",".join(self.names)
+
+    def slug(self) -> str:
+        """A folder name: `accuracy-latency_ms-energy_mj`."""
+        return "-".join(self.names)
+
+
+class ParetoConfig(BaseModel):
+    """`ems-ray search --pareto ...` and the pipeline's Pareto front (`search.pareto`): off unless
+    `objectives` is set. The front's evolution is `ParetoEvolution` (NSGA-II's selection); it
+    spreads its population along the whole front, so it keeps a larger one than the single-budget
+    search (300 and 50 parents; measured in docs/BENCHMARKS.md, *Pareto fronts*). Optuna NSGA-II
+    (`search.algorithm: nsga2`) scores `search.num_samples` candidates, in generations of
+    `evolution.population`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    objectives: list[str] | None = Field(None, description="two or three of accuracy, latency_ms, energy_mj, "
+                                                           "bitops, accuracy among them; None: no front")
+    budget: str | None = Field(None, description="hard limits of the front, e.g. latency=1ms (the CLI's --budget "
+                                                 "overrides); None: the whole front")
+    evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(population=300, parents=50))
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else list(Objectives.parse(v).names)
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            Budget.parse(v)
+        return v
+
+
 class SearchConfig(BaseModel):
     """How `ems-ray search` runs: which algorithm, in-process (`local`) or as a Ray Tune run."""
 
@@ -201,6 +278,7 @@ class SearchConfig(BaseModel):
                                                        "more than one the evolution's generation barrier costs an "
                                                        "actor restart per generation (BENCHMARKS.md)")
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    pareto: ParetoConfig = Field(default_factory=ParetoConfig)
 
     @model_validator(mode="after")
     def _budget_parses(self) -> SearchConfig:

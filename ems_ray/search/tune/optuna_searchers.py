@@ -26,9 +26,11 @@ def budget_constraints(table: CostTable, budget: Budget, genes: np.ndarray) -> d
 
 
 class OptunaSearch(BatchSearch):
-    """Optuna TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the budget's first cost),
-    `samples` candidates, each `ask(n)` n `study.ask()` calls (NSGA-II: one generation of
+    """Optuna TPE (objective: accuracy) or NSGA-II (objectives: accuracy and the LUT costs
+    `objectives`, default the budget's first cost; a multi-objective study), `samples` candidates, each `ask(n)` n `study.ask()` calls (NSGA-II: one generation of
     `population`, whatever n), each `tell` one `study.tell` per row.
+
+    `budget` may be None for NSGA-II (a Pareto front without hard limits).
 
     TPE runs with `constant_liar`, so the asks of one batch, all running when the next is asked,
     spread instead of repeating. Both see the budget as Optuna constraints (`Trial.set_constraint`,
@@ -47,16 +49,19 @@ class OptunaSearch(BatchSearch):
     history). The rebuilt study then asks exactly what the uninterrupted one would have.
     """
 
-    def __init__(self, algorithm: str, table: CostTable, budget: Budget, samples: int, seed: int = 0,
-                 population: int = 50):
+    def __init__(self, algorithm: str, table: CostTable, budget: Budget | None, samples: int, seed: int = 0,
+                 population: int = 50, objectives: tuple[str, ...] | None = None):
         if algorithm not in OPTUNA_ALGORITHMS:
             raise InputError(f"algorithm: '{algorithm}' is not an Optuna searcher; "
                              f"allowed values: {list(OPTUNA_ALGORITHMS)}")
+        if budget is None and not objectives:
+            raise InputError(f"{algorithm}: needs a budget or the costs to minimise (objectives)")
         self.table, self.budget, self.samples = table, budget, int(samples)
         self.genome = Genome(table.space)
         self.names = gene_names(self.genome)
         self.algorithm, self.seed, self.population = algorithm, int(seed), int(population)
-        self.cost = next(iter(budget.limits()))  # NSGA-II's second objective
+        # NSGA-II's objectives after accuracy (minimised)
+        self.costs = tuple(objectives) if objectives else (next(iter(budget.limits())),)
         self._log: list[tuple] = []  # ("ask", number, params) and ("tell", number, values or None)
         self._asked = 0
         self._told = 0
@@ -87,7 +92,7 @@ class OptunaSearch(BatchSearch):
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            directions = ["maximize"] if self.algorithm == "tpe" else ["maximize", "minimize"]
+            directions = ["maximize"] + (["minimize"] * len(self.costs) if self.algorithm == "nsga2" else [])
             study = optuna.create_study(directions=directions, sampler=self._sampler(0))
             for event, number, data in self._log:
                 if event == "tell":
@@ -108,9 +113,10 @@ class OptunaSearch(BatchSearch):
         if trial.number != number:
             raise RuntimeError(f"Optuna numbered trial {number} as {trial.number}: the searcher's log is out of step")
         params = {name: int(trial.params[name]) for name in self.names}
-        genes = np.asarray(list(params.values()), dtype=np.int16)
-        for key, value in budget_constraints(self.table, self.budget, genes).items():
-            trial.set_constraint(key, value)
+        if self.budget is not None:
+            genes = np.asarray(list(params.values()), dtype=np.int16)
+            for key, value in budget_constraints(self.table, self.budget, genes).items():
+                trial.set_constraint(key, value)
         return params
 
     def _tell(self, study, number: int, values: list[float] | None) -> None:
@@ -143,8 +149,9 @@ class OptunaSearch(BatchSearch):
         rows = np.asarray(rows, dtype=np.int16)
         scores = as_scores(scores, rows, "a batch")
         costs = self.table.score(rows)
-        feasible = within(costs, self.budget)
-        for row, score, cost, ok in zip(rows, scores, costs[self.cost], feasible):
+        feasible = within(costs, self.budget) if self.budget is not None else np.ones(len(rows), dtype=bool)
+        objective_costs = np.stack([costs[key] for key in self.costs], axis=1).astype(np.float64)
+        for row, score, cost, ok in zip(rows, scores, objective_costs, feasible):
             numbers = self._live.get(row.tobytes())
             if not numbers:
                 raise InputError("tell(): a row that was not asked, or told twice")
@@ -152,7 +159,7 @@ class OptunaSearch(BatchSearch):
             if not numbers:
                 del self._live[row.tobytes()]
             told = None if not np.isfinite(score) else [float(score)] + (
-                [float(cost)] if self.algorithm == "nsga2" else [])
+                [float(c) for c in cost] if self.algorithm == "nsga2" else [])
             self._tell(self.study, number, told)
             self._log.append(("tell", number, told))
             self._told += 1
@@ -167,7 +174,7 @@ class OptunaSearch(BatchSearch):
 
     def get_state(self) -> dict:
         return {"algorithm": self.algorithm, "seed": self.seed, "population": self.population,
-                "samples": self.samples, "log": list(self._log), "asked": self._asked, "told": self._told,
+                "samples": self.samples, "costs": list(self.costs), "log": list(self._log), "asked": self._asked, "told": self._told,
                 "live": {k: list(v) for k, v in self._live.items()},
                 "best": (None if self._best[0] is None else self._best[0].copy(), self._best[1])}
 
@@ -178,6 +185,8 @@ class OptunaSearch(BatchSearch):
             raise InputError(f"searcher state was saved for {saved[0]} (seed {saved[1]}, population {saved[2]}, "
                              f"{saved[3]} samples), not {mine[0]} (seed {mine[1]}, population {mine[2]}, "
                              f"{mine[3]} samples)")
+        if tuple(state.get("costs", self.costs)) != self.costs:
+            raise InputError(f"searcher state was saved for objectives {state['costs']}, not {list(self.costs)}")
         self._log, self._asked, self._told = list(state["log"]), state["asked"], state["told"]
         self._live = {k: list(v) for k, v in state["live"].items()}
         self._best = state["best"]
