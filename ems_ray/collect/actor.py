@@ -38,3 +38,14 @@ class EvaluationActor:
 
     def run(self, batch: dict) -> dict:
         return self.worker(batch)
+
+
+def short_node_id(node: str) -> str:
+    """A Ray node id short enough for a log line (first 8 and last 4 hex digits)."""
+    return node if len(node) <= 16 else f"{node[:8]}…{node[-4:]}"
+
+
+def last_line(exc: BaseException, limit: int = 300) -> str:
+    """The last line of an error's text: where Ray's long wrapped tracebacks say what happened."""
+    text = str(exc).strip()
+    return text.splitlines()[-1][:limit] if text else ""

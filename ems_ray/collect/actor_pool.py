@@ -26,7 +26,7 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
 
-from .actor import EvaluationActor
+from .actor import EvaluationActor, last_line, short_node_id
 from .config import ActorResources
 from .shards import CollectError
 from .worker import WorkerSpec
@@ -95,7 +95,7 @@ class EvaluationActorPool:
                     try:
                         info = ray.get(ref)
                     except LOST_BATCH_ERRORS as exc:
-                        why = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
+                        why = last_line(exc)
                         self.log(f"[collect] actor {key} is gone ({exc.__class__.__name__}: {why}); "
                                  f"{'starting another' if replacements > 0 and pending else 'not replaced'}")
                         if replacements > 0 and pending:
@@ -104,7 +104,7 @@ class EvaluationActorPool:
                         continue
                     if info["worker"] not in self.actors_seen:
                         self.actors_seen[info["worker"]] = info
-                        node = info["node"] if len(info["node"]) <= 16 else f"{info['node'][:8]}…{info['node'][-4:]}"
+                        node = short_node_id(info["node"])
                         self.log(f"[collect] actor {key} ready on node {node} ({info['device']})"
                                  + (f": {info['note']}" if info["note"] else ""))
                     ready_count += 1

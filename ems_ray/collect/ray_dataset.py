@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from .actor import EvaluationActor
+from .actor import EvaluationActor, last_line, short_node_id
 from .config import ActorResources
 from .schema import to_table
 from .shards import CollectError
@@ -104,7 +104,7 @@ class DatasetCollector:
             if not isinstance(exc, ray.exceptions.RayError):
                 raise
             raise CollectError(f"the Ray Data collection failed ({exc.__class__.__name__}: "
-                               f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}); "
+                               f"{last_line(exc)}); "
                                "the finished shards are kept: re-run to resume") from exc
         finally:
             blocks.close()  # stops the execution (and its actors) when the driver stops early
@@ -119,7 +119,7 @@ class DatasetCollector:
             actor = worker.rsplit(":", 1)[0]
             before = [w for w in self.actors_seen if w.rsplit(":", 1)[0] == actor]
             self.actors_seen[worker] = {"node": node, "device": device}
-            short = node if len(node) <= 16 else f"{node[:8]}…{node[-4:]}"
+            short = short_node_id(node)
             if before:
                 self.restarts += 1
                 self.log(f"[collect] actor {actor} restarted on node {short} as {worker} (was {before[-1]}); "
