@@ -36,6 +36,9 @@ class RayConfig(BaseModel):
     num_gpus: int | None = Field(None, ge=0)
     include_dashboard: bool = Field(True, description="Ray Train's state queries need it")
     dashboard_host: str = "127.0.0.1"
+    worker_niceness: int = Field(0, ge=0, le=19, description=(
+        "niceness of a local Ray's worker processes; Ray's own default, 15, lets its daemons and the "
+        "driver take CPU from training and collection workers on a small machine (docs/cluster.md)"))
 
 
 class RunConfig(BaseModel):

@@ -7,6 +7,13 @@ treats multi-node clusters as off (its macOS/Windows default), switched by
 `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`; `local_only_ray` sets it for the local session and restores
 it afterwards, so a later connection to a real cluster reports the machine's address again
 (tests/test_ray_network.py lists the sockets).
+
+Ray starts its worker processes at niceness 15 (its `worker_niceness`), below its own daemons and
+the driver at 0. On a machine with few cores the dashboard, raylet and driver then take CPU from
+the workers that train or measure: a progressive-shrinking step ran at 0.89 of the plain loop
+inside Ray Train (docs/BENCHMARKS.md). A local Ray here starts its workers at niceness 0
+(`WORKER_NICENESS`, `ray.worker_niceness` in a run config); a cluster sets it per node with
+`RAY_worker_niceness=0` in `ray start`'s environment (cluster/).
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ from ems_ray.config import RayConfig
 # Ray's switch for multi-node clusters; "0" keeps every node of this machine on 127.0.0.1
 CLUSTER_SWITCH_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK = "127.0.0.1"
+# niceness of a local Ray's workers (Ray's default: 15)
+WORKER_NICENESS = 0
 
 
 @contextmanager
@@ -48,8 +57,9 @@ def local_ray(**init_kwargs: Any) -> Iterator[None]:
     import ray
 
     init_kwargs.setdefault("dashboard_host", LOOPBACK)
+    system = {"worker_niceness": WORKER_NICENESS, **init_kwargs.pop("_system_config", {})}
     with local_only_ray():
-        ray.init(_node_ip_address=LOOPBACK, **init_kwargs)
+        ray.init(_node_ip_address=LOOPBACK, _system_config=system, **init_kwargs)
         try:
             yield
         finally:
@@ -75,5 +85,5 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
             ray.shutdown()
         return
     with local_ray(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=cfg.include_dashboard,
-                   dashboard_host=cfg.dashboard_host):
+                   dashboard_host=cfg.dashboard_host, _system_config={"worker_niceness": cfg.worker_niceness}):
         yield

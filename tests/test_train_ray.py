@@ -72,3 +72,35 @@ def test_two_workers_survive_a_killed_worker_and_resume(ray_local, tmp_path, mon
     run_supernet_stage(cfg, use_ray=True)
     assert "resumed after epoch 2 of 3" in marker.with_suffix(".log").read_text()
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_quant_phase_on_two_workers_survives_a_killed_worker(ray_local, tmp_path, monkeypatch):
+    """A float super network continued with a `quantize` phase under Ray Train (2 DDP workers):
+    the worker killed in the quant epoch is restarted from the last checkpoint, and the file says
+    it is quantization-aware."""
+    from ems_ray.supernet.checkpoint import is_quantization_aware, read_supernet_file
+    from ems_ray.train import PhaseConfig
+
+    base = tiny_inputs()
+    common = dict(name="tiny", seed=base.seed, space="fmnist-small", data=base.data, ray=RayConfig(num_cpus=2))
+    float_file = run_supernet_stage(RunConfig(run_dir=tmp_path / "float", supernet=base.train, **common), use_ray=False)
+    quant = PhaseConfig(name="quant", epochs=2, lr=0.01, subnets_per_step=2, quantize=True, float_subnets=1)
+    cfg = RunConfig(run_dir=tmp_path / "qa", **common, supernet=base.train.model_copy(update={
+        "phases": [*base.train.phases, quant], "continue_from": str(float_file),
+        "workers": 2, "cpus_per_worker": 1, "max_failures": 2}))
+    marker = tmp_path / "killed"
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    import ems_ray.train.stage as stage
+
+    real = stage.LoopInputs
+    monkeypatch.setattr(stage, "LoopInputs", lambda **kw: real(**kw, log=KillOnce(marker, 5)))
+    path = run_supernet_stage(cfg, use_ray=True)
+    log = marker.with_suffix(".log").read_text()
+    assert marker.exists() and "resumed after epoch 4 of 5" in log
+    assert log.count("epoch 4/5 quant |") == 1
+    history = json.loads((tmp_path / "qa" / "supernet" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [3, 4]
+    assert all("val_qacc_largest_low" in h for h in history)
+    assert is_quantization_aware(read_supernet_file(path))

@@ -13,6 +13,7 @@ Kind = Literal["fp", "quant"]
 KINDS: tuple[str, ...] = ("fp", "quant")
 Backend = Literal["actor_pool", "ray_data"]
 BACKENDS: tuple[str, ...] = ("actor_pool", "ray_data")
+QuantMode = Literal["auto", "finetune", "direct"]
 
 
 class ActorResources(BaseModel):
@@ -49,7 +50,8 @@ class CollectConfig(BaseModel):
 
     FP points: extract the sub-net, recalibrate batch norm on `bn_batches` training batches,
     evaluate on the first `val_images` validation images. Quantized points: the run's quantization
-    recipe (or `quant_recipe`) — calibrate, fine-tune briefly, evaluate. Quantized points mix two
+    recipe (or `quant_recipe`) — calibrate, fine-tune briefly, evaluate; from a quantization-aware
+    super network without the fine-tune (`quant_mode`). Quantized points mix two
     schemes: (1) a random architecture with a random policy, (2) a random architecture measured
     under `policies_per_arch` random policies; `scheme2_fraction` of the points come from (2).
     """
@@ -63,6 +65,10 @@ class CollectConfig(BaseModel):
     bn_batches: PositiveInt = 8
     val_images: PositiveInt | None = Field(2000, description="validation images per point (None: all)")
     quant_recipe: QuantRecipe | None = Field(None, description="None: the run's `quant` section")
+    quant_mode: QuantMode = Field("auto", description=(
+        "how quantized points are measured: finetune (the recipe's fine-tune steps), direct (no fine-tune: "
+        "needs a quantization-aware super network, trained with a `quantize` phase), auto (direct when the "
+        "super network is quantization-aware, else finetune)"))
     points_per_shard: PositiveInt = Field(16, description="points per actor task, and per Parquet shard")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when Ray gave the actor a GPU")
     resources: ActorResources = Field(default_factory=ActorResources)

@@ -23,7 +23,8 @@ from ems_ray.errors import InputError
 from ems_ray.hardware import run_cost_table
 from ems_ray.run_layout import RunLayout
 from ems_ray.space import ENCODING_VERSION
-from ems_ray.supernet.checkpoint import load_supernet
+from ems_ray.quant.config import QuantRecipe
+from ems_ray.supernet.checkpoint import is_quantization_aware, load_supernet, read_supernet_file, require_quantization_aware
 
 from .config import KINDS
 from .plan import PlannedSamples, SamplingPlan
@@ -78,8 +79,11 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     sha = file_sha256(path)
     splits = build_splits(cfg.data)  # missing data fails here, not in every actor
     val_images = None if cc.val_images is None or cc.val_images >= len(splits.val) else cc.val_images
+    recipe = cc.quant_recipe or cfg.quant
+    if kind == "quant":
+        recipe = quant_recipe(recipe, cc.quant_mode, path)
     spec = WorkerSpec(kind=kind, space=space, data=cfg.data, bn_batches=cc.bn_batches, val_images=val_images,
-                      recipe=cc.quant_recipe or cfg.quant, supernet_sha256=sha,
+                      recipe=recipe, supernet_sha256=sha,
                       threads=cc.resources.torch_threads(), device=cc.device)
     plan = SamplingPlan(space, kind, cfg.seed, cc.policies_per_arch, cc.scheme2_fraction)
     done = store.scan()  # corrupt shards fail here, named
@@ -120,6 +124,19 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     if total < target:
         raise CollectError(f"only {total} of {target} points were collected into {store.folder}; re-run to resume")
     return CollectSummary(kind, store.folder, target, total, len(todo), seconds, lost)
+
+
+def quant_recipe(recipe: QuantRecipe, mode: str, supernet_path: Path) -> QuantRecipe:
+    """The recipe quantized points are measured with: without its fine-tune when the super network
+    is quantization-aware (mode auto) or must be (mode direct: NotQuantizationAwareError otherwise)."""
+    if mode == "finetune":
+        return recipe
+    blob = read_supernet_file(supernet_path)
+    if mode == "direct":
+        require_quantization_aware(supernet_path, blob, "collect.quant_mode: direct")
+    elif not is_quantization_aware(blob):
+        return recipe
+    return recipe.model_copy(update={"finetune_steps": 0})
 
 
 def _batches(todo: PlannedSamples, costs: dict[str, np.ndarray], size: int) -> list[dict]:

@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "._policy": ("BlockBits", "QuantPolicy", "QuantPolicyError", "apply_policy"),
     ".config": ("QuantRecipe",),
     ".recipe": ("QuantizedResult", "quantize_subnet"),
-    "._quantizers": (
+    "ems_ray.quantizers": (
         "MAX_BITS", "MIN_BITS", "choose_range", "fake_quantize", "kl_range", "magnitude_histogram", "max_abs_range",
         "quant_levels",
     ),

@@ -20,7 +20,7 @@ import torch.nn as nn
 from ems_ray.errors import InputError
 
 from ._modules import QuantLayerMixin, quant_layers
-from ._quantizers import DEFAULT_BINS, DEFAULT_CANDIDATES, TINY_RANGE, kl_range, magnitude_histogram
+from ems_ray.quantizers import DEFAULT_BINS, DEFAULT_CANDIDATES, TINY_RANGE, kl_range, magnitude_histogram
 
 
 @contextmanager

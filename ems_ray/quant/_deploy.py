@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.fx.experimental.optimization import fuse
 
 from ._modules import QuantConv2d, QuantLayerMixin, quant_layers
-from ._quantizers import TINY_RANGE, fake_quantize, quant_levels
+from ems_ray.quantizers import TINY_RANGE, fake_quantize, quant_levels
 
 # uint8 codes: every activation is stored as uint8 (the fast u8s8 path of ONNX Runtime's CPU
 # kernels); a signed grid is centred on 128.

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._quantizers import check_bits, choose_range, fake_quantize, quant_levels
+from ems_ray.quantizers import check_bits, choose_range, fake_quantize, quant_levels
 
 
 class NotCalibratedError(RuntimeError):

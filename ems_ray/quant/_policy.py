@@ -17,7 +17,7 @@ from ems_ray.errors import InputError
 from ems_ray.space import SubnetConfig, validate_subnet
 
 from ._modules import QuantConv2d, QuantLinear
-from ._quantizers import MAX_BITS, MIN_BITS
+from ems_ray.quantizers import MAX_BITS, MIN_BITS
 
 if TYPE_CHECKING:
     from ems_ray.space import SearchSpace

@@ -53,8 +53,8 @@ def _measure(supernet: ElasticSuperNet, cfg: SubnetConfig, recipe: QuantRecipe, 
     recalibrate_bn(fp, train_loader, recipe.bn_batches)
     fp_acc, _ = evaluate(fp, val_loader, recipe.val_batches)
     policy = QuantPolicy.from_subnet(cfg, supernet.space)
-    qnet = apply_policy(copy.deepcopy(fp), policy)
-    calibrate(qnet, train_loader, recipe.calib_batches)
+    qnet = apply_policy(copy.deepcopy(fp), policy, weight_method=recipe.calibration)
+    calibrate(qnet, train_loader, recipe.calib_batches, method=recipe.calibration)
     ft = quantization_aware_finetune(qnet, train_loader, recipe.finetune_steps, recipe.finetune_lr,
                                      teacher=fp if recipe.distill else None, seed=seed)
     acc, _ = evaluate_quantized(qnet, train_loader, val_loader, recipe.bn_batches, recipe.val_batches)

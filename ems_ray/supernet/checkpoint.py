@@ -19,6 +19,11 @@ class SupernetFileError(InputError):
     """A super-network file that is missing, damaged, unreadable, or for another search space."""
 
 
+class NotQuantizationAwareError(SupernetFileError):
+    """A stage that needs a quantization-aware super network (trained with a `quantize` phase) got
+    one trained in float only."""
+
+
 RECOVER = ("move it aside and re-run `ems-ray train-supernet` (it writes the file again from the last "
            "epoch's checkpoint when one is left, else retrains)")
 
@@ -51,3 +56,34 @@ def load_supernet(path: Path, space: SearchSpace | None = None):
     net = ElasticSuperNet(saved)
     net.load_state_dict(blob["state_dict"])
     return net.eval()
+
+
+def trained_phases(blob: dict) -> list[dict]:
+    """The training phases a super-network file went through, in order: each `{"name", "quantize"}`.
+
+    Recorded in its metadata since quantization-aware training came in; an older file records only
+    its last epoch's metrics, whose `phase_index` and `phase` name it (those phases were all float).
+    """
+    meta = blob.get("metadata") or {}
+    if "phases" in meta:
+        return [dict(p) for p in meta["phases"]]
+    last = meta.get("final") or {}
+    if "phase_index" not in last:
+        return []
+    names = [None] * int(last["phase_index"]) + [last.get("phase")]
+    return [{"name": name, "quantize": False} for name in names]
+
+
+def is_quantization_aware(blob: dict) -> bool:
+    """Whether the super network was trained with a `quantize` phase (its sub-nets then run
+    quantized without a fine-tune)."""
+    return any(p.get("quantize") for p in trained_phases(blob))
+
+
+def require_quantization_aware(path: Path, blob: dict, why: str) -> None:
+    if not is_quantization_aware(blob):
+        names = [p["name"] for p in trained_phases(blob)]
+        raise NotQuantizationAwareError(
+            f"{path}: {why} needs a quantization-aware super network, but this one was trained with "
+            f"float phases only ({names}); continue it with a `quantize: true` phase "
+            "(supernet.continue_from, docs/supernet.md) or use a fine-tuning recipe")

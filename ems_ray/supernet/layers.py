@@ -2,6 +2,13 @@
 
 Each layer owns the weights of its largest setting; a smaller setting slices them (no masks, no
 copies beyond the slice), so the active sub-net costs what a static net of that size costs.
+
+The block convs can also run fake-quantized at the active sub-net's bit-widths (the `quant`
+training phase, docs/supernet.md): input and weight quantized as `ems_ray.quantizers` does, with
+ranges taken from the current batch and weight slice (max magnitude) instead of learned or
+calibrated ones. A range learned per layer would be shared by sub-nets whose activations differ
+widely in scale (BatchQuant's observation); the batch's own range follows each sub-net, and is what
+`calibrate(..., method="max")` reproduces on an extracted sub-net.
 """
 from __future__ import annotations
 
@@ -12,6 +19,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ems_ray.errors import InputError
+from ems_ray.quantizers import fake_quantize
+
+# (weight bits, input-activation bits) of a fake-quantized conv; None: the conv runs in float.
+LayerBits = tuple[int, int] | None
+
+
+def batch_range_quantize(x: torch.Tensor, w: torch.Tensor, bits: LayerBits, input_signed: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, w) fake-quantized at `bits` on their own max-magnitude ranges (straight-through
+    gradients); unchanged when `bits` is None."""
+    if bits is None:
+        return x, w
+    w_bits, a_bits = bits
+    x_range = x.detach().abs().amax() if input_signed else x.detach().amax()
+    return (fake_quantize(x, x_range, a_bits, input_signed),
+            fake_quantize(w, w.detach().abs().amax(), w_bits, True))
 
 
 def transform_key(big: int, small: int) -> str:
@@ -39,6 +62,7 @@ class ElasticDepthwiseConv(nn.Module):
         for big, small in zip(self.kernel_choices[:0:-1], self.kernel_choices[-2::-1]):
             self.transforms[transform_key(big, small)] = nn.Parameter(torch.eye(small * small))
         self.active_kernel = self.max_kernel
+        self.active_bits: LayerBits = None  # its input is a ReLU6 output: unsigned
 
     def kernel_weight(self, kernel: int, channels: int | None = None) -> torch.Tensor:
         """(channels, 1, kernel, kernel) effective weight of a setting."""
@@ -58,21 +82,27 @@ class ElasticDepthwiseConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, k = x.shape[1], self.active_kernel
-        return F.conv2d(x, self.kernel_weight(k, c), None, self.stride, k // 2, 1, c)
+        x, w = batch_range_quantize(x, self.kernel_weight(k, c), self.active_bits, input_signed=False)
+        return F.conv2d(x, w, None, self.stride, k // 2, 1, c)
 
     def extra_repr(self) -> str:
         return f"{self.max_channels}, kernels={self.kernel_choices}, stride={self.stride}, active_kernel={self.active_kernel}"
 
 
 class ElasticPointwiseConv(nn.Module):
-    """1×1 conv whose input channels follow the input and whose output channels are `active_out`."""
+    """1×1 conv whose input channels follow the input and whose output channels are `active_out`.
 
-    def __init__(self, max_in: int, max_out: int):
+    `input_signed`: whether its input can be negative (the expand conv reads the residual stream),
+    which decides the fake-quant grid of the input when `active_bits` is set."""
+
+    def __init__(self, max_in: int, max_out: int, input_signed: bool = True):
         super().__init__()
         self.max_in, self.max_out = max_in, max_out
         self.weight = nn.Parameter(torch.empty(max_out, max_in, 1, 1))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.active_out = max_out
+        self.input_signed = input_signed
+        self.active_bits: LayerBits = None
 
     def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
         w = self.weight
@@ -83,10 +113,12 @@ class ElasticPointwiseConv(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.active_weight(x.shape[1], self.active_out))
+        x, w = batch_range_quantize(x, self.active_weight(x.shape[1], self.active_out), self.active_bits,
+                                    self.input_signed)
+        return F.conv2d(x, w)
 
     def extra_repr(self) -> str:
-        return f"{self.max_in}, {self.max_out}, active_out={self.active_out}"
+        return f"{self.max_in}, {self.max_out}, active_out={self.active_out}, active_bits={self.active_bits}"
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
@@ -139,7 +171,7 @@ class ElasticMBBlock(nn.Module):
         self.expand_bn = ElasticBatchNorm2d(max_mid)
         self.dw = ElasticDepthwiseConv(max_mid, kernel_choices, stride)
         self.dw_bn = ElasticBatchNorm2d(max_mid)
-        self.project = ElasticPointwiseConv(max_mid, out_channels)
+        self.project = ElasticPointwiseConv(max_mid, out_channels, input_signed=False)
         self.project_bn = ElasticBatchNorm2d(out_channels)
         self.act = nn.ReLU6(inplace=True)
         self.residual = stride == 1 and in_channels == out_channels
@@ -152,13 +184,18 @@ class ElasticMBBlock(nn.Module):
     def active_kernel(self) -> int:
         return self.dw.active_kernel
 
-    def set_active(self, kernel: int, mid: int) -> None:
+    def set_active(self, kernel: int, mid: int, bits: tuple[int, int, int, int] | None = None) -> None:
+        """Choose the setting; `bits` (pw_w, pw_a, dw_w, dw_a) runs the convs fake-quantized as
+        `QuantPolicy.layer_bits` assigns them (expand and project at pw, depthwise at dw)."""
         if not 0 < mid <= self.max_mid:
             raise InputError(f"mid_channels: {mid} outside 1..{self.max_mid}")
         if kernel not in self.dw.kernel_choices:
             raise InputError(f"kernel: {kernel} not allowed; allowed values: {self.dw.kernel_choices}")
         self.expand.active_out = mid
         self.dw.active_kernel = kernel
+        pw, dw = (None, None) if bits is None else ((bits[0], bits[1]), (bits[2], bits[3]))
+        self.expand.active_bits = self.project.active_bits = pw
+        self.dw.active_bits = dw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.expand_bn(self.expand(x)))

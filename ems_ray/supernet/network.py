@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ems_ray.errors import InputError
 from ems_ray.space import Genome, SearchSpace, SubnetConfig, resolve_space, validate_subnet
-from ems_ray.space.genome import KERNEL, MID
+from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
 
 from .layers import ClassifierHead, ConvBNAct, ElasticDepthwiseConv, ElasticMBBlock, FirstBlock, MBBlock
 
@@ -69,6 +69,8 @@ class ElasticSuperNet(nn.Module):
         self.head = ClassifierHead(space.last_channels, space.head_channels, space.num_classes, dropout)
         self._kernel_cols = self.genome.slot_columns(KERNEL)
         self._mid_cols = self.genome.slot_columns(MID)
+        self._bit_cols = [self.genome.slot_columns(g) for g in (PW_W, PW_A, DW_W, DW_A)]
+        self.active_quantized = False
         self.set_active(self.genome.largest()[0])
 
     # ----- choosing the sub-net ---------------------------------------------------------------
@@ -78,8 +80,12 @@ class ElasticSuperNet(nn.Module):
         return {f"{name}.transforms.{key}" for name, module in self.named_modules()
                 if isinstance(module, ElasticDepthwiseConv) for key in module.transforms}
 
-    def set_active(self, subnet: SubnetConfig | np.ndarray) -> None:
-        """Activate a sub-net given as a `SubnetConfig` or a `Genome` gene row (bits ignored)."""
+    def set_active(self, subnet: SubnetConfig | np.ndarray, quantized: bool = False) -> None:
+        """Activate a sub-net given as a `SubnetConfig` or a `Genome` gene row.
+
+        Its bits are used only with `quantized`: the searchable blocks' convs then run
+        fake-quantized at them (the `quant` training phase); the fixed layers stay in float.
+        """
         if isinstance(subnet, SubnetConfig):
             row = self.genome.from_config(subnet)  # validates, naming bad fields
         else:
@@ -92,9 +98,14 @@ class ElasticSuperNet(nn.Module):
         row = row.astype(np.int16)
         self._active_genes = row
         self.active_depths = [int(d) for d in self.genome.depths(row)[0]]
+        self.active_quantized = bool(quantized)
         kernels = self.space.kernel_choices
+        bit_choices = self.space.bits.as_tuple()
         for slot, block in zip(self.space.slots, self.blocks):
-            block.set_active(kernels[row[self._kernel_cols[slot.index]]], slot.mid_choices[row[self._mid_cols[slot.index]]])
+            i = slot.index
+            bits = (tuple(int(choices[row[cols[i]]]) for choices, cols in zip(bit_choices, self._bit_cols))
+                    if quantized else None)
+            block.set_active(kernels[row[self._kernel_cols[i]]], slot.mid_choices[row[self._mid_cols[i]]], bits)
 
     def sample_active(self, rng: np.random.Generator, elastic: Collection[str] = ELASTIC_DIMENSIONS) -> np.ndarray:
         """Activate a random sub-net and return its gene row.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from ems_ray.errors import InputError
 
@@ -20,6 +20,9 @@ class PhaseConfig(BaseModel):
     `kernels`/`depth_levels`/`width_fraction` bound the sub-nets sampled in this phase:
     `depth_levels` = how many of the largest depth choices each stage may take (0 = all);
     `width_fraction` = the widest fraction of each block's mid-channel choices (0 = only the widest).
+    `quantize` makes it a quantization-aware phase: each sampled sub-net also draws a bit policy
+    (its bit genes) and runs fake-quantized at it, except the first `float_subnets` of each step,
+    which run in float so that full-precision sub-nets keep their accuracy.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -34,6 +37,22 @@ class PhaseConfig(BaseModel):
     width_fraction: float = Field(1.0, ge=0, le=1)
     sort_channels: bool = Field(False, description="re-order mid channels by importance first")
     distill: bool = Field(True, description="distil from the trained full network (phase 0's result)")
+    quantize: bool = Field(False, description="sample bit policies and train the sub-nets fake-quantized")
+    float_subnets: int = Field(0, ge=0, description="of subnets_per_step, how many run in float (quantize only)")
+
+    @model_validator(mode="after")
+    def _float_share(self) -> PhaseConfig:
+        if self.float_subnets and not self.quantize:
+            raise InputError(f"phase '{self.name}': float_subnets: {self.float_subnets} needs quantize: true "
+                             "(without it every sub-net runs in float)")
+        if self.quantize and self.float_subnets >= self.subnets_per_step:
+            raise InputError(f"phase '{self.name}': float_subnets: {self.float_subnets} leaves no quantized "
+                             f"sub-net; allowed values: 0..{self.subnets_per_step - 1} (subnets_per_step - 1)")
+        return self
+
+    def quantized_mask(self) -> list[bool]:
+        """Which of a step's `subnets_per_step` sub-nets run fake-quantized."""
+        return [self.quantize and i >= self.float_subnets for i in range(self.subnets_per_step)]
 
     def lower_bounds(self, genome: Genome) -> np.ndarray:
         """Lowest allowed index of every gene column (choices are sorted ascending)."""
@@ -52,7 +71,7 @@ class PhaseConfig(BaseModel):
         cols = genome.slot_columns(MID)
         allowed = np.maximum(1, np.ceil(self.width_fraction * counts[cols]).astype(np.int64))
         low[cols] = counts[cols] - allowed
-        # bit genes stay free: the super network runs at full precision and ignores them
+        # bit genes stay free: float sub-nets ignore them, a `quantize` phase runs at them
         return low
 
     def sample(self, genome: Genome, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -80,6 +99,9 @@ class SupernetTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     phases: list[PhaseConfig]
+    continue_from: str | None = Field(
+        None, description="a trained super-network file to continue: its phases must be the leading "
+                          "phases of `phases` (same names); training starts with the first one it lacks")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(3e-5, ge=0)

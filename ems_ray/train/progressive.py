@@ -3,7 +3,9 @@
 The loop knows nothing about Ray: a `TrainSession` tells it its rank and world size, restores
 the last checkpoint and receives each epoch's metrics and state. `local.py` runs it in-process;
 `ray_trainer.py` runs it on Ray Train workers. Phase 0 trains the full network, which then becomes
-the frozen distillation teacher for every later phase.
+the frozen distillation teacher for every later phase. A run may continue a trained super network
+with further phases (`LoopInputs.initial`): the teacher is then that network's largest sub-net.
+A `quantize` phase trains sub-nets fake-quantized at sampled bit policies (docs/supernet.md).
 """
 from __future__ import annotations
 
@@ -53,6 +55,14 @@ def log_line(message: str) -> None:
 
 
 @dataclass
+class InitialWeights:
+    """A trained super network's weights, and the number of leading phases they already went through."""
+
+    state_dict: dict
+    phases_done: int
+
+
+@dataclass
 class LoopInputs:
     """Everything the training loop is parameterised by (picklable, sent to Ray workers)."""
 
@@ -62,6 +72,8 @@ class LoopInputs:
     seed: int = 0
     log: Callable[[str], None] = field(default=log_line)
     verbosity: int = 0  # the driver's -q/-v, applied in each worker
+    # Continue a trained super network: its weights and how many of `train.phases` it was trained with.
+    initial: InitialWeights | None = None
 
 
 class SubnetStep(nn.Module):
@@ -77,10 +89,11 @@ class SubnetStep(nn.Module):
         self.label_smoothing = label_smoothing
         self.kd_ratio = kd_ratio
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, rows: np.ndarray):
+    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, rows: np.ndarray,
+                quantized: list[bool]):
         total = x.new_zeros(())
-        for row in rows:
-            self.supernet.set_active(row)
+        for row, quant in zip(rows, quantized):
+            self.supernet.set_active(row, quantized=quant)
             logits = self.supernet(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             if soft is not None and self.kd_ratio > 0:
@@ -99,9 +112,24 @@ def eval_subnets(space: SearchSpace, seed: int, n_random: int) -> dict[str, np.n
     return nets
 
 
+def quantized_eval_subnets(space: SearchSpace, nets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The sub-nets validated quantized in a `quantize` phase: the random ones at their own bit
+    policies, the largest and the smallest at the lowest bits (W4A4 on most spaces)."""
+    g = Genome(space)
+    lowest = max(min(choices) for choices in space.bits.as_tuple())
+    out = {name: row for name, row in nets.items() if name.startswith("random")}
+    try:
+        out.update(largest_low=g.largest(bits=lowest)[0], smallest_low=g.smallest(bits=lowest)[0])
+    except InputError:  # bit fields without a common lowest choice: the random policies only
+        pass
+    return out
+
+
 def validate(supernet: ElasticSuperNet, nets: dict[str, np.ndarray], bn_loader, val_loader,
-             bn_batches: int, val_batches: int | None, device: torch.device) -> dict[str, float]:
-    """Accuracy of each named sub-net, extracted and batch-norm-recalibrated (no retraining)."""
+             bn_batches: int, val_batches: int | None, device: torch.device,
+             quantized: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Accuracy of each named sub-net, extracted and batch-norm-recalibrated (no retraining);
+    with `quantized`, also those sub-nets at their bit policies, max-calibrated (no fine-tune)."""
     genome = Genome(supernet.space)
     out = {}
     for name, row in nets.items():
@@ -109,6 +137,15 @@ def validate(supernet: ElasticSuperNet, nets: dict[str, np.ndarray], bn_loader, 
         recalibrate_bn(sub, bn_loader, bn_batches)
         acc, _ = evaluate(sub, val_loader, max_batches=val_batches)
         out[f"val_acc_{name}"] = acc
+    if quantized:
+        from ems_ray.quant import QuantPolicy, apply_policy, calibrate, evaluate_quantized
+
+        for name, row in quantized.items():
+            cfg = genome.to_config(row)
+            qnet = apply_policy(supernet.extract(cfg).to(device), QuantPolicy.from_subnet(cfg, supernet.space),
+                                weight_method="max")
+            calibrate(qnet, bn_loader, 2, method="max")
+            out[f"val_qacc_{name}"], _ = evaluate_quantized(qnet, bn_loader, val_loader, bn_batches, val_batches)
     rand = [v for k, v in out.items() if k.startswith("val_acc_random")]
     if rand:
         out["val_acc_random_mean"] = float(np.mean(rand))
@@ -161,6 +198,12 @@ def train_supernet(inputs: LoopInputs, session: TrainSession) -> dict:
         start_epoch = int(state["epoch"]) + 1
         torch.set_rng_state(state["torch_rng"])
         inputs.log(f"[train] resumed after epoch {start_epoch} of {cfg.total_epochs}")
+    elif inputs.initial is not None:
+        supernet.load_state_dict(inputs.initial.state_dict)
+        start_epoch = sum(p.epochs for p in cfg.phases[:inputs.initial.phases_done])
+        inputs.log(f"[train] continuing a super network trained with {inputs.initial.phases_done} phase(s): "
+                   f"starting at epoch {start_epoch + 1} of {cfg.total_epochs} "
+                   f"('{cfg.phases[inputs.initial.phases_done].name}')")
 
     step = SubnetStep(supernet, cfg.label_smoothing, cfg.kd_ratio)
     model = _wrap_ddp(step, session)
@@ -188,7 +231,8 @@ def train_supernet(inputs: LoopInputs, session: TrainSession) -> dict:
         if session.rank == 0:
             t0 = time.perf_counter()
             metrics.update(validate(supernet, nets, bn_loader, val_loader, cfg.eval.bn_batches,
-                                    cfg.eval.val_batches, device))
+                                    cfg.eval.val_batches, device,
+                                    quantized_eval_subnets(space, nets) if phase.quantize else None))
             metrics["eval_seconds"] = time.perf_counter() - t0
             history.append(metrics)
             inputs.log(_epoch_line(metrics, cfg.total_epochs))
@@ -242,7 +286,7 @@ def _train_epoch(model, supernet, teacher, optimizer, phase: PhaseConfig, p_epoc
                 soft = F.softmax(teacher(x), dim=1)
         # identical seeds on every rank: all workers train the same sub-nets this step
         rows = phase.sample(genome, np.random.default_rng([inputs.seed, epoch, i]), phase.subnets_per_step)
-        loss = model(x, y, soft, rows)
+        loss = model(x, y, soft, rows, phase.quantized_mask())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -263,4 +307,7 @@ def _epoch_line(m: dict, total: int) -> str:
              f"smallest {m['val_acc_smallest']:.4f}"]
     if "val_acc_random_mean" in m:
         parts.append(f"random {m['val_acc_random_mean']:.4f} (spread {m['val_acc_random_spread']:.4f})")
+    quantized = {k[len("val_qacc_"):]: v for k, v in m.items() if k.startswith("val_qacc_")}
+    if quantized:
+        parts.append("quantized " + " ".join(f"{k} {v:.4f}" for k, v in quantized.items()))
     return " | ".join(parts)

@@ -11,10 +11,12 @@ from ems_ray.console import current_verbosity
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
 from ems_ray.run_layout import RunLayout
-from ems_ray.supernet.checkpoint import read_supernet_file, save_supernet
+from ems_ray.space import space_fingerprint
+from ems_ray.supernet.checkpoint import SupernetFileError, read_supernet_file, save_supernet, trained_phases
 
 from .checkpoints import LocalSession
-from .progressive import LoopInputs, train_supernet
+from .config import SupernetTrainConfig
+from .progressive import InitialWeights, LoopInputs, train_supernet
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
         return final
     space = cfg.search_space()
     build_splits(cfg.data)  # fail on missing data before any worker starts
+    initial = continued_weights(cfg.supernet, space) if cfg.supernet.continue_from else None
     fingerprint = schedule_fingerprint(cfg)
     marker = layout.supernet_schedule
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
@@ -50,7 +53,8 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
         )
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
-    inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed, verbosity=current_verbosity())
+    inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed, verbosity=current_verbosity(),
+                        initial=initial)
     checkpoints = LocalSession(layout.supernet_checkpoints)
     state = checkpoints.restore()
     if state is not None and state["epoch"] == cfg.supernet.total_epochs - 1:
@@ -65,6 +69,28 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
     else:
         state = train_supernet(inputs, checkpoints)
     layout.supernet_history.write_text(json.dumps(state["history"], indent=1))
-    save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1]})
+    phases = [{"name": p.name, "quantize": p.quantize} for p in cfg.supernet.phases]
+    save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1],
+                                                 "phases": phases, "quantization_aware": any(p.quantize for p in cfg.supernet.phases)})
     logger.info(f"[train] wrote {final}")
     return final
+
+
+def continued_weights(train: SupernetTrainConfig, space) -> InitialWeights:
+    """The weights of `train.continue_from`, checked to be this space's and an earlier stage of this
+    schedule (its phases, by name, are the leading phases of `train.phases`, and some are left)."""
+    path = Path(train.continue_from)
+    blob = read_supernet_file(path)
+    if blob["space_fingerprint"] != space_fingerprint(space):
+        raise SupernetFileError(f"supernet.continue_from: {path} was trained for search space '{blob['space_name']}', "
+                                f"not for '{space.name}'")
+    done = trained_phases(blob)
+    names = [p.name for p in train.phases]
+    if not done:
+        raise SupernetFileError(f"supernet.continue_from: {path} records no training phases; cannot tell where to continue")
+    mismatched = [i for i, p in enumerate(done) if i >= len(names) or (p["name"] is not None and p["name"] != names[i])]
+    if mismatched or len(done) >= len(names):
+        raise InputError(
+            f"supernet.continue_from: {path} was trained with phases {[p['name'] for p in done]}; supernet.phases "
+            f"{names} must start with them (by name) and add at least one more")
+    return InitialWeights(state_dict=blob["state_dict"], phases_done=len(done))
