@@ -41,6 +41,36 @@ def _images_per_s(model, x: torch.Tensor, reps: int) -> float:
     return reps * len(x) / (time.perf_counter() - t0)
 
 
+def fake_quantize_kernels(reps: int = 10) -> list[tuple]:
+    """ems_ray.quantizers.fake_quantize against torch.fake_quantize_per_tensor_affine on one
+    activation-sized tensor (500 × 288 × 7 × 7, channels_last), inference and training (with grad)."""
+    from ems_ray.quantizers import fake_quantize
+
+    x = torch.randn(500, 288, 7, 7).contiguous(memory_format=torch.channels_last)
+    v, n = torch.tensor(3.0), 7
+    scale, zero = (v / n).reshape(1), torch.zeros(1, dtype=torch.int32)
+    kernels = {"ems_ray fake_quantize": lambda t: fake_quantize(t, v, 4, True),
+               "torch fake_quantize_per_tensor_affine": lambda t: torch.fake_quantize_per_tensor_affine(
+                   t, scale, zero, -n, n)}
+    rows, times = [], {}
+    for mode in ("inference", "forward + backward"):
+        for name, kernel in kernels.items():
+            t = x.detach().requires_grad_(mode != "inference")
+            ctx = torch.inference_mode() if mode == "inference" else torch.enable_grad()
+            with ctx:
+                kernel(t)
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    out = kernel(t)
+                    if mode != "inference":
+                        out.sum().backward()
+            times[name] = (time.perf_counter() - t0) / reps
+        ours, theirs = times.values()
+        rows += [(f"{name}, {mode}", f"{1e3 * sec:.0f} ms", "") for name, sec in times.items()]
+        rows[-1] = (*rows[-1][:2], f"ours {theirs / ours:.1f}x faster")
+    return rows
+
+
 # ----- speed -------------------------------------------------------------------------------------------
 def speed(args) -> None:
     space = load_preset("fmnist-small")
@@ -77,6 +107,8 @@ def speed(args) -> None:
         ort = _images_per_s(exported, x, args.reps)
     print_table(f"Quantization speed ({torch.get_num_threads()} thread(s), sub-net {sum(cfg.depths)} blocks)",
            ("step", "time", "note"), rows)
+    print_table("Fake-quantize kernel, 4 bits, one 500x288x7x7 activation", ("kernel", "time", "ratio"),
+                fake_quantize_kernels())
     print_table(f"Inference, batch {args.eval_batch}", ("model", "images/s", "vs float"), [
         ("float sub-net", f"{fp:.0f}", "1.00x"),
         ("fake-quant, quantizers off", f"{off:.0f}", f"{fp / off:.2f}x slower"),

@@ -44,17 +44,38 @@ def quant_levels(bits: int, signed: bool) -> int:
     return 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
 
 
+class _FakeQuantize(torch.autograd.Function):
+    """round(x / scale) clamped to [low, high], times scale; gradient 1 where the code was in range.
+
+    Written out rather than `torch.fake_quantize_per_tensor_affine`, which on this CPU is 4-10×
+    slower than the four in-place passes here (it builds its gradient mask even under inference;
+    benchmarks/bench_quant.py). Division then round-half-to-even is ONNX QuantizeLinear's rule.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, low: int, high: int) -> torch.Tensor:
+        codes = torch.div(x, scale).round_()
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((codes >= low) & (codes <= high))
+        return codes.clamp_(low, high).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None
+
+
 def fake_quantize(x: torch.Tensor, v: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     """Quantize-dequantize `x` to `bits` on [-v, v] (signed) or [0, v], with a straight-through
     gradient: it passes unchanged where x falls on the grid (inside the range, up to half a step
     beyond its ends, where rounding still lands on the end level) and is zero outside.
 
-    One fused `fake_quantize_per_tensor_affine` on the b-bit integer codes (zero point 0).
+    The b-bit integer codes have zero point 0; the range is not differentiated (ranges come from
+    calibration or from the batch, never from the loss).
     """
     n = quant_levels(bits, signed)
-    scale = (v.detach().to(torch.float32).clamp_min(TINY_RANGE) / n).reshape(1)
-    zero_point = torch.zeros(1, dtype=torch.int32, device=x.device)
-    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -n if signed else 0, n)
+    scale = v.detach().to(device=x.device, dtype=x.dtype).clamp_min(TINY_RANGE) / n
+    return _FakeQuantize.apply(x, scale, -n if signed else 0, n)
 
 
 def magnitude_histogram(x: torch.Tensor, max_value: float, signed: bool, bins: int = DEFAULT_BINS) -> torch.Tensor:

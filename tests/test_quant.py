@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from ems_ray.errors import InputError
 from ems_ray.quant import (
     BlockBits, NotCalibratedError, QuantConv2d, QuantLinear, QuantPolicy, QuantPolicyError, apply_policy, calibrate,
     choose_range, evaluate_quantized, fake_quantize, kl_range, magnitude_histogram, max_abs_range, quant_layers,
@@ -348,3 +349,20 @@ def test_sub_8_bit_codes_stay_on_their_grid(exported):
 
 def _init(model, name):
     return next(i for i in model.graph.initializer if i.name == name)
+
+
+def test_weight_storage_follows_the_host_kernels(monkeypatch):
+    """int8 weights where ONNX Runtime's u8 x s8 kernels are exact (VNNI, non-x86), uint8 on x86
+    without VNNI, where they saturate; a bad choice names the allowed values."""
+    from ems_ray.quant import _runtime
+
+    monkeypatch.setattr(_runtime.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(_runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    assert _runtime.resolve_weight_storage("auto")[0] == "uint8"
+    monkeypatch.setattr(_runtime, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert _runtime.resolve_weight_storage("auto")[0] == "int8"
+    monkeypatch.setattr(_runtime.platform, "machine", lambda: "aarch64")
+    assert _runtime.resolve_weight_storage("auto")[0] == "int8"
+    assert _runtime.resolve_weight_storage("uint8") == ("uint8", "chosen")
+    with pytest.raises(InputError, match=r"weight_storage: 'int4' not allowed; allowed values: \['auto', 'int8', 'uint8'\]"):
+        _runtime.resolve_weight_storage("int4")

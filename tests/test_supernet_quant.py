@@ -127,12 +127,12 @@ def test_continue_from_trains_only_the_new_phases_and_records_them(tmp_path):
 
     # collection measures quantized points without a fine-tune from the quantization-aware file only
     recipe = QuantRecipe(finetune_steps=40)
-    assert quant_recipe(recipe, "auto", qa_file).finetune_steps == 0
-    assert quant_recipe(recipe, "direct", qa_file).finetune_steps == 0
-    assert quant_recipe(recipe, "finetune", qa_file) == recipe
-    assert quant_recipe(recipe, "auto", float_file) == recipe
+    assert quant_recipe(recipe, "auto", qa, qa_file).finetune_steps == 0
+    assert quant_recipe(recipe, "direct", qa, qa_file).finetune_steps == 0
+    assert quant_recipe(recipe, "finetune", qa, qa_file) == recipe
+    assert quant_recipe(recipe, "auto", blob, float_file) == recipe
     with pytest.raises(NotQuantizationAwareError, match="collect.quant_mode: direct needs a quantization-aware"):
-        quant_recipe(recipe, "direct", float_file)
+        quant_recipe(recipe, "direct", blob, float_file)
 
 
 def test_continue_from_refuses_a_schedule_that_does_not_extend_the_file(tmp_path):

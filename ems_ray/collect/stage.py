@@ -24,7 +24,8 @@ from ems_ray.hardware import run_cost_table
 from ems_ray.run_layout import RunLayout
 from ems_ray.space import ENCODING_VERSION
 from ems_ray.quant.config import QuantRecipe
-from ems_ray.supernet.checkpoint import is_quantization_aware, load_supernet, read_supernet_file, require_quantization_aware
+from ems_ray.supernet.checkpoint import (is_quantization_aware, read_supernet_file, require_quantization_aware,
+                                         supernet_from_file)
 
 from .config import KINDS
 from .plan import PlannedSamples, SamplingPlan
@@ -75,13 +76,14 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     store = ShardStore(collect_folder(cfg, kind))
     store.prepare()
     path = Path(supernet_path or RunLayout.of(cfg).supernet)
-    supernet = load_supernet(path, space)  # missing / unreadable / other space: SupernetFileError
+    blob = read_supernet_file(path)  # missing / unreadable / damaged: SupernetFileError
+    supernet = supernet_from_file(blob, path, space)  # trained for another space: SupernetFileError
     sha = file_sha256(path)
     splits = build_splits(cfg.data)  # missing data fails here, not in every actor
     val_images = None if cc.val_images is None or cc.val_images >= len(splits.val) else cc.val_images
     recipe = cc.quant_recipe or cfg.quant
     if kind == "quant":
-        recipe = quant_recipe(recipe, cc.quant_mode, path)
+        recipe = quant_recipe(recipe, cc.quant_mode, blob, path)
     spec = WorkerSpec(kind=kind, space=space, data=cfg.data, bn_batches=cc.bn_batches, val_images=val_images,
                       recipe=recipe, supernet_sha256=sha,
                       threads=cc.resources.torch_threads(), device=cc.device)
@@ -126,12 +128,12 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     return CollectSummary(kind, store.folder, target, total, len(todo), seconds, lost)
 
 
-def quant_recipe(recipe: QuantRecipe, mode: str, supernet_path: Path) -> QuantRecipe:
+def quant_recipe(recipe: QuantRecipe, mode: str, blob: dict, supernet_path: Path) -> QuantRecipe:
     """The recipe quantized points are measured with: without its fine-tune when the super network
-    is quantization-aware (mode auto) or must be (mode direct: NotQuantizationAwareError otherwise)."""
+    (`blob`, the verified contents of `supernet_path`) is quantization-aware (mode auto) or must be
+    (mode direct: NotQuantizationAwareError otherwise)."""
     if mode == "finetune":
         return recipe
-    blob = read_supernet_file(supernet_path)
     if mode == "direct":
         require_quantization_aware(supernet_path, blob, "collect.quant_mode: direct")
     elif not is_quantization_aware(blob):

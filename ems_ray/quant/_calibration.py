@@ -3,7 +3,8 @@
 The batches are read once and kept. Pass 1 runs them through the network in float (every
 fake-quant layer switched off) and records each quantized layer's largest input magnitude and
 whether its input went negative; pass 2 runs them again and fills a histogram per layer on
-[0, that maximum]. Each layer's range is then the KL choice over its histogram. Observing float
+[0, that maximum]. Each layer's range is then the KL choice over its histogram (with method "max",
+the maximum itself, and pass 2 is skipped). Observing float
 activations (as TensorRT does) makes a layer's range independent of the bits of the layers
 before it, so one calibration serves a policy's every layer at once. Weight ranges are chosen
 again from the current weights.
@@ -82,9 +83,7 @@ def calibrate(model: nn.Module, loader: Iterable, num_batches: int, method: str 
             hists[name] = hists[name] + h if name in hists else h
         return hook
 
-    for make_hook in (observe_extremes, observe_histogram):
-        if make_hook is observe_histogram:
-            signs.update({name: _input_signed(layer, negative[name]) for name, layer in layers.items()})
+    def run_pass(make_hook) -> None:
         handles = [layer.register_forward_pre_hook(make_hook(name)) for name, layer in layers.items()]
         try:
             with quantization_disabled(model):
@@ -93,6 +92,11 @@ def calibrate(model: nn.Module, loader: Iterable, num_batches: int, method: str 
         finally:
             for handle in handles:
                 handle.remove()
+
+    run_pass(observe_extremes)
+    signs.update({name: _input_signed(layer, negative[name]) for name, layer in layers.items()})
+    if method == "kl":  # "max" needs no histogram
+        run_pass(observe_histogram)
 
     for name, layer in layers.items():
         signed = signs[name]

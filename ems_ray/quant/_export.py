@@ -40,7 +40,7 @@ from ems_ray.errors import InputError
 from ._deploy import deploy_graph, folded_weight_scales, input_grid
 from ._modules import QuantConv2d, calibrated_quant_layers
 from ._policy import QuantPolicy
-from ._runtime import cpu_name, executed_ops, measure_latency, ort_session
+from ._runtime import cpu_name, executed_ops, measure_latency, ort_session, resolve_weight_storage
 
 if TYPE_CHECKING:
     from ems_ray.hardware import CostTable
@@ -149,6 +149,7 @@ def export_quantized(
     opset: int | None = None,
     latency_threads: int = 1,
     latency_repeats: int = 50,
+    weight_storage: str = "auto",
 ) -> ExportedFiles:
     """Write `<out_dir>/<name>.onnx` (integer QDQ graph, batch dimension dynamic) and `<name>.json`.
 
@@ -158,7 +159,10 @@ def export_quantized(
     `CostTable` (the sub-net is priced with the policy's bits) or an already computed dict;
     `metrics` (e.g. measured accuracy) are stored as given; `normalization` ({"mean", "std"} per
     channel) is what the input expects; `opset` None takes the exporter's default (13 or later
-    needed). The latency is measured at batch 1 on `latency_threads` threads.
+    needed). The latency is measured at batch 1 on `latency_threads` threads. `weight_storage`:
+    "int8", "uint8" (the same codes shifted by 128) or "auto" (`int8_weight_storage`: int8 where
+    ONNX Runtime's u8×s8 kernels are exact on this host, uint8 on x86 without VNNI, where they
+    saturate).
     """
     _require("onnx", "ONNX export")
     _require("onnxscript", "ONNX export")
@@ -166,6 +170,7 @@ def export_quantized(
     if opset is not None and opset < 13:
         raise ExportError(f"opset: {opset} too old; per-channel QuantizeLinear/DequantizeLinear need 13 or later")
     layers = calibrated_quant_layers(model, "export_quantized", ExportError)
+    storage, storage_why = resolve_weight_storage(weight_storage)
     batches = _image_batches(calibration, calibration_batches)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +188,7 @@ def export_quantized(
         float_path = Path(tmp) / "float.onnx"
         export_float_onnx(graph_module, float_path, input_shape, opset)
         int8_path = Path(tmp) / "int8.onnx"
-        quantize_int8(float_path, int8_path, grids, weight_scales, batches, INPUT_NAME)
+        quantize_int8(float_path, int8_path, grids, weight_scales, batches, INPUT_NAME, storage)
         write_artifact(onnx_path, int8_path.read_bytes())
 
     onnx = _require("onnx", "ONNX export")
@@ -216,6 +221,7 @@ def export_quantized(
             "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider", "cpu": cpu_name(),
             "executed_ops": executed.counts, "integer_convs": executed.integer_convs, "quantized_convs": n_convs,
             "latency": latency.as_dict(),
+            "weight_storage": {"type": storage, "why": storage_why},
         },
         "hardware": _hardware_cost(cost, cfg, policy),
         "metrics": metrics or {},

@@ -128,11 +128,14 @@ def largest_magnitudes(model: onnx.ModelProto, names: Iterable[str], batches: li
 
 
 def layer_overrides(model: onnx.ModelProto, grids: Mapping[str, IntegerGrid],
-                    weight_scales: Mapping[str, np.ndarray]) -> tuple[dict[str, list[dict]], dict[str, IntegerGrid]]:
+                    weight_scales: Mapping[str, np.ndarray], weight_storage: str = "int8"
+                    ) -> tuple[dict[str, list[dict]], dict[str, IntegerGrid]]:
     """`TensorQuantOverrides` for our layers, and the grid of each layer's input tensor by name.
 
     A layer is found by its weight initializer `<layer>.weight` (the names `deploy_graph` keeps).
+    Weight codes are symmetric; `weight_storage` "uint8" stores them shifted by 128 (zero point 128).
     """
+    weight_zero = np.array(128, np.uint8) if weight_storage == "uint8" else np.array(0, np.int8)
     by_weight = {node.input[1]: node for node in model.graph.node if node.op_type in QUANTIZED_OP_TYPES}
     missing = [name for name in grids if f"{name}.weight" not in by_weight]
     if missing:
@@ -144,7 +147,7 @@ def layer_overrides(model: onnx.ModelProto, grids: Mapping[str, IntegerGrid],
         overrides[x] = _override(grid)
         input_grids[x] = grid
         overrides[f"{name}.weight"] = [
-            {"axis": 0, "scale": np.array(s, np.float32), "zero_point": np.array(0, np.int8)}
+            {"axis": 0, "scale": np.array(s, np.float32), "zero_point": weight_zero}
             for s in np.asarray(weight_scales[name], dtype=np.float64)
         ]
     return overrides, input_grids
@@ -194,7 +197,7 @@ def restrict_codes(model: onnx.ModelProto, input_grids: Mapping[str, IntegerGrid
 
 def quantize_int8(float_onnx: Path, out_onnx: Path, grids: Mapping[str, IntegerGrid],
                   weight_scales: Mapping[str, np.ndarray], calibration: Iterable[np.ndarray],
-                  input_name: str) -> dict[str, int]:
+                  input_name: str, weight_storage: str = "int8") -> dict[str, int]:
     """Write the integer QDQ graph of `float_onnx` (from `deploy_graph`) to `out_onnx`.
 
     `grids` / `weight_scales`: by layer name, the input grid and the folded per-channel weight
@@ -213,14 +216,15 @@ def quantize_int8(float_onnx: Path, out_onnx: Path, grids: Mapping[str, IntegerG
 
     model = onnx.load(str(float_onnx))
     batches = list(calibration)
-    overrides, input_grids = layer_overrides(model, grids, weight_scales)
+    overrides, input_grids = layer_overrides(model, grids, weight_scales, weight_storage)
     shared = shared_tensors(model, input_grids)
     needed = largest_magnitudes(model, shared, batches, input_name)
     fine = {name: shared_grid(grid, needed[name]) for name, grid in shared.items()}
     overrides.update({name: _override(g) for name, g in fine.items() if g is not None})
     quantize_static(
         model, str(out_onnx), ImageReader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QUInt8 if weight_storage == "uint8" else QuantType.QInt8,
         nodes_to_exclude=excluded_nodes(model, grids),
         extra_options={"TensorQuantOverrides": overrides, "OpTypesToExcludeOutputQuantization": ["Gemm"]},
     )

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ems_ray.errors import InputError
+
 INTEGER_CONV_OPS = ("QLinearConv", "ConvInteger")
 
 
@@ -46,6 +48,40 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this host (Linux; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+WEIGHT_STORAGES = ("auto", "int8", "uint8")
+
+
+def resolve_weight_storage(choice: str) -> tuple[str, str]:
+    """(storage, why) of the integer weights: "int8" or "uint8" (the same codes plus 128).
+
+    ONNX Runtime's u8 activation × s8 weight kernels on x86 without VNNI multiply pairs into a
+    saturating 16-bit sum (`vpmaddubsw`): 255 × 127 × 2 overflows it, so 8-bit layers lose
+    accuracy there (measured: twice the float QDQ graph's deviation from fake-quant on an AVX2
+    EPYC). Its u8 × u8 kernels widen first and are exact. "auto" picks int8 where VNNI (or a
+    non-x86 CPU) makes u8 × s8 exact, uint8 elsewhere.
+    """
+    if choice not in WEIGHT_STORAGES:
+        raise InputError(f"weight_storage: '{choice}' not allowed; allowed values: {list(WEIGHT_STORAGES)}")
+    if choice != "auto":
+        return choice, "chosen"
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return "int8", f"{platform.machine()}: u8 x s8 kernels are exact"
+    if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "int8", "x86 with VNNI: u8 x s8 kernels are exact"
+    return "uint8", "x86 without VNNI: u8 x s8 kernels saturate, u8 x u8 ones do not"
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,13 @@ def read_supernet_file(path: Path) -> dict:
 
 def load_supernet(path: Path, space: SearchSpace | None = None):
     """The trained `ElasticSuperNet` in eval mode; checks it matches `space` when given."""
+    return supernet_from_file(read_supernet_file(path), path, space)
+
+
+def supernet_from_file(blob: dict, path: Path, space: SearchSpace | None = None):
+    """The `ElasticSuperNet` of a file's verified contents (`read_supernet_file`), in eval mode."""
     from .network import ElasticSuperNet
 
-    blob = read_supernet_file(path)
     saved = SearchSpace.from_yaml(blob["space_yaml"])
     if space is not None and space_fingerprint(space) != blob["space_fingerprint"]:
         raise SupernetFileError(
