@@ -49,8 +49,8 @@ def measure(cfg, kind: str, points: int, actors: int | None, supernet: Path, sha
             update={"resources": res, "points_per_shard": shard, "progress_every_s": 1e9, "backend": backend})})
         stamps: list[tuple[float, int]] = []
         t0 = time.monotonic()
-        summary = run_collect_stage(run, kind, points=points, supernet_path=supernet, use_ray=actors is not None,
-                                    log=lambda s: None,
+        summary = run_collect_stage(run.context(), run.collect, kind, quant=run.quant, points=points,
+                                    supernet_path=supernet, use_ray=actors is not None, log=lambda s: None,
                                     on_shard=lambda path, table: stamps.append((time.monotonic(), table.num_rows)))
         wall = time.monotonic() - t0
         table = read_points(summary.folder)

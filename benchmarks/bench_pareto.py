@@ -36,7 +36,7 @@ def scorer_and_budgets(args) -> tuple[CandidateScorer, list[Budget], EvolutionCo
         overrides = dict(item.split("=", 1) for item in args.set or [])
         cfg = load_run_config(args.config, overrides)
         budgets = [Budget.parse(b) for b in (args.budgets or cfg.final.budgets)]
-        return load_scorer(cfg), budgets, cfg.search.evolution, cfg.search.pareto.evolution
+        return load_scorer(cfg.context(), cfg.search), budgets, cfg.search.evolution, cfg.search.pareto.evolution
     space = load_preset("fmnist-small")
     table = build_lut(space)
     lat = table.score(Genome(space).sample(np.random.default_rng(0), 400))["latency_ms"]

@@ -1,4 +1,8 @@
-"""The `ems-ray` command: one sub-command per pipeline stage, each a thin call into its stage."""
+"""The `ems-ray` command: one sub-command per pipeline stage, each a thin call into its stage.
+
+Each command loads the run config and passes its stage the run's shared settings
+(`cfg.context()`) and the sections the stage takes. Stage modules are imported inside the
+commands, so `ems-ray --help` loads neither torch, Ray nor numpy."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +16,7 @@ from ems_ray.console import configure_logging
 from ems_ray.errors import InputError, validation_problems
 from ems_ray.pipeline.stages import STAGE_NAMES
 from ems_ray.search.config import BUDGET_RULE
-from ems_ray.space import Encoding, preset_names, resolve_space
+from ems_ray.space import preset_names, resolve_space
 
 
 def _overrides(args: argparse.Namespace, **config_keys: str) -> dict[str, tuple]:
@@ -63,6 +67,8 @@ def _add_config(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _cmd_space_show(args: argparse.Namespace) -> None:
+    from ems_ray.space import Encoding
+
     space = resolve_space(args.preset)
     enc = Encoding(space)
     print(f"search space '{space.name}': input {space.image_channels}x{space.input_resolution}^2, "
@@ -91,22 +97,22 @@ def _cmd_train_supernet(args: argparse.Namespace) -> None:
     from ems_ray.train import run_supernet_stage
 
     cfg = config_from_args(args, workers="supernet.workers")
-    run_supernet_stage(cfg, use_ray=not args.local)
+    run_supernet_stage(cfg.context(), cfg.supernet, use_ray=not args.local)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from ems_ray.quant.stage import export_subnet
 
     cfg = config_from_args(args)
-    export_subnet(cfg, Path(args.subnet), args.supernet and Path(args.supernet), args.out and Path(args.out),
-                  force=args.force)
+    export_subnet(cfg.context(), cfg.quant, Path(args.subnet), args.supernet and Path(args.supernet),
+                  args.out and Path(args.out), force=args.force)
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
     from ems_ray.collect import run_collect_stage
 
     cfg = config_from_args(args)
-    summary = run_collect_stage(cfg, args.kind, points=args.points,
+    summary = run_collect_stage(cfg.context(), cfg.collect, args.kind, quant=cfg.quant, points=args.points,
                                 supernet_path=args.supernet and Path(args.supernet), use_ray=not args.local)
     print(f"[collect {summary.kind}] {summary.total_points}/{summary.target_points} points in {summary.folder} "
           f"({summary.new_points} new in {summary.seconds / 60:.1f} min, {summary.points_per_min:.1f} points/min)")
@@ -116,7 +122,7 @@ def _cmd_train_predictor(args: argparse.Namespace) -> None:
     from ems_ray.predictor import run_predictor_stage
 
     cfg = config_from_args(args, mode="predictor.mode", num_samples="predictor.tune.num_samples", data="predictor.data_dir")
-    run_predictor_stage(cfg, force=args.force)
+    run_predictor_stage(cfg.context(), cfg.predictor, force=args.force)
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
@@ -126,7 +132,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
         return _search_pareto(args)
     cfg = config_from_args(args, algorithm="search.algorithm", mode="search.mode",
                   generations="search.evolution.generations", num_samples="search.num_samples")
-    result, out = run_search_stage(cfg, args.budget)
+    result, out = run_search_stage(cfg.context(), cfg.search, args.budget)
     s = result.scores
     print(f"[search {result.algorithm}] budget {result.budget.describe()}: {result.scored} candidates scored "
           f"in {result.seconds:.2f} s")
@@ -153,7 +159,7 @@ def _search_pareto(args: argparse.Namespace) -> None:
     objectives = Objectives.parse(args.pareto)  # named error before the config and predictors load
     cfg = config_from_args(args, algorithm="search.algorithm", mode="search.mode",
                            generations="search.pareto.evolution.generations", num_samples="search.num_samples")
-    result, out = run_pareto_stage(cfg, objectives, args.budget)
+    result, out = run_pareto_stage(cfg.context(), cfg.search, objectives, args.budget)
     limits = "" if result.budget is None else f" within {result.budget.describe()}"
     ref = ", ".join(f"{k} {format_cost(k, v)}" for k, v in result.reference.items())
     print(f"[search {result.algorithm} --pareto {objectives.describe()}]{limits}: {len(result)} points on the front, "
@@ -181,7 +187,7 @@ def _cmd_compare_searchers(args: argparse.Namespace) -> None:
     from ems_ray.search.compare import format_summary, how_to_view, run_compare_stage
 
     cfg = config_from_args(args, candidates="search.compare.candidates")
-    out = run_compare_stage(cfg, args.budget)
+    out = run_compare_stage(cfg.context(), cfg.search, args.budget)
     print(format_summary(out / "summary.csv"))
     print(f"  wrote {out}/{{summary,curves,front}}.csv, curves.png, front.png")
     print(how_to_view(out))

@@ -1,5 +1,8 @@
 """The run config: one YAML file with a section per pipeline stage.
 
+This module composes every stage's config, so it sits above the stage packages: they never import
+it. A stage takes its own section plus the shared `RunContext` (`RunConfig.context()`).
+
 `load_run_config` turns pydantic's validation errors into a `ConfigError` that names the file,
 each bad field (dotted path) and what is allowed, before any work starts.
 """
@@ -16,6 +19,7 @@ from ems_ray.errors import InputError, validation_problems
 from ems_ray.final.config import FinalConfig
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.config import QuantRecipe
+from ems_ray.run_context import RayConfig, RunContext
 from ems_ray.search.config import SearchConfig
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.space.yaml_model import read_yaml_file
@@ -26,23 +30,8 @@ class ConfigError(InputError):
     """An invalid or unreadable config file; the message lists every problem."""
 
 
-class RayConfig(BaseModel):
-    """How to reach (or start) Ray. A local session listens on loopback only (ems_ray.ray_session)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    address: str | None = Field(None, description="cluster address; None starts a local Ray")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all)")
-    num_gpus: int | None = Field(None, ge=0)
-    include_dashboard: bool = Field(True, description="Ray Train's state queries need it")
-    dashboard_host: str = "127.0.0.1"
-    worker_niceness: int = Field(0, ge=0, le=19, description=(
-        "niceness of a local Ray's worker processes; Ray's own default, 15, lets its daemons and the "
-        "driver take CPU from training and collection workers on a small machine (docs/cluster.md)"))
-
-
 class RunConfig(BaseModel):
-    """Everything one pipeline run needs; each stage reads its own section."""
+    """Everything one pipeline run needs; each stage takes its own section and the shared `context()`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +66,11 @@ class RunConfig(BaseModel):
 
     def search_space(self) -> SearchSpace:
         return resolve_space(self.space)
+
+    def context(self) -> RunContext:
+        """The settings every stage shares (`ems_ray.run_context`), passed beside its own section."""
+        return RunContext(name=self.name, run_dir=self.run_dir, seed=self.seed, space=self.space, data=self.data,
+                          ray=self.ray, lut=self.search.lut)
 
 
 def format_validation_error(err: ValidationError) -> list[str]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ems_ray.config import RayConfig
+if TYPE_CHECKING:
+    from ems_ray.run_context import RayConfig
 
 # Ray's switch for multi-node clusters; "0" keeps every node of this machine on 127.0.0.1
 CLUSTER_SWITCH_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

@@ -50,6 +50,13 @@ def tiny_collect_config(work: Path, resources: dict | None = None, points: int =
     })
 
 
+def collect_run(cfg, kind: str, **options):
+    """`run_collect_stage` on `cfg`, given the sections it takes (as the pipeline gives them)."""
+    from ems_ray.collect import run_collect_stage
+
+    return run_collect_stage(cfg.context(), cfg.collect, kind, quant=cfg.quant, **options)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -67,7 +74,7 @@ def kill_node(work: Path, backend: str = "actor_pool") -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from ems_ray.collect import read_points, run_collect_stage
+    from ems_ray.collect import read_points
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
@@ -92,11 +99,11 @@ def kill_node(work: Path, backend: str = "actor_pool") -> dict:
                 cluster.remove_node(worker, allow_graceful=False)
                 seen["killed_after_shards"] = seen["shards"]
 
-        first = run_collect_stage(cfg, "fp", log=lines.append, on_shard=on_shard)
+        first = collect_run(cfg, "fp", log=lines.append, on_shard=on_shard)
         t_first = time.monotonic() - t0
         # re-run on what is left (the head): resume, and extend the plan by 4 points
         cfg.collect.resources.min_actors = 1
-        second = run_collect_stage(cfg, "fp", points=20, log=lines.append)
+        second = collect_run(cfg, "fp", points=20, log=lines.append)
         folder = first.folder
         raw = pq.read_table(folder)  # every row in every shard, no dedupe
         table = read_points(folder)
@@ -121,7 +128,7 @@ def autoscale(work: Path, backend: str = "actor_pool") -> dict:
     from ray._private.services import get_node_ip_address
     from ray.cluster_utils import Cluster
 
-    from ems_ray.collect import read_points, run_collect_stage
+    from ems_ray.collect import read_points
 
     os.environ.update({"AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"})
     port = _free_port()
@@ -164,7 +171,7 @@ def autoscale(work: Path, backend: str = "actor_pool") -> dict:
         cfg = tiny_collect_config(work, {"num_cpus": 1, "num_gpus": 1, "min_actors": 1, "max_actors": 2,
                                  "startup_timeout_s": 180}, points=16, backend=backend)
         lines: list[str] = []
-        summary = run_collect_stage(cfg, "fp", log=lines.append)
+        summary = collect_run(cfg, "fp", log=lines.append)
         finished_at = round(time.monotonic() - t0, 1)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(_alive_nodes()) > 1:  # idle nodes are terminated

@@ -10,7 +10,7 @@ import torch
 from ems_ray.cli import main
 from ems_ray.collect import (
     COLLECT_SCHEMA, FP_BITS, CollectError, CorruptShardError, SamplingPlan, ShardStore, choose_device, write_shard,
-    read_points, run_collect_stage,
+    read_points,
 )
 from ems_ray.hardware import build_lut
 from ems_ray.space import ENCODING_VERSION, Genome, load_preset
@@ -18,7 +18,7 @@ from ems_ray.space.genome import DW_A, DW_W, PW_A, PW_W
 from ems_ray.supernet import ElasticSuperNet
 from ems_ray.supernet.checkpoint import SupernetFileError, save_supernet
 
-from collect_clusters import tiny_collect_config
+from collect_clusters import collect_run, tiny_collect_config
 
 SPACE = load_preset("fmnist-small")
 GENOME = Genome(SPACE)
@@ -135,7 +135,7 @@ def fp_run(tmp_path_factory):
     """One tiny FP collection shared by the tests that only read it."""
     cfg = tiny_collect_config(tmp_path_factory.mktemp("fp"), points=6, points_per_shard=4)
     lines: list[str] = []
-    summary = run_collect_stage(cfg, "fp", use_ray=False, log=lines.append)
+    summary = collect_run(cfg, "fp", use_ray=False, log=lines.append)
     return cfg, summary, lines
 
 
@@ -165,22 +165,22 @@ def test_resume_after_interrupted_run_skips_done_ids(tmp_path, fp_run):
         raise KeyboardInterrupt  # the driver dies after its first shard
 
     with pytest.raises(KeyboardInterrupt):
-        run_collect_stage(cfg, "fp", use_ray=False, log=lambda s: None, on_shard=crash_after_first)
+        collect_run(cfg, "fp", use_ray=False, log=lambda s: None, on_shard=crash_after_first)
     assert read_points(tmp_path / "run" / "collect" / "fp").num_rows == 2
-    again = run_collect_stage(cfg, "fp", use_ray=False, log=lambda s: None)
+    again = collect_run(cfg, "fp", use_ray=False, log=lambda s: None)
     assert (again.new_points, again.total_points) == (4, 6)
     raw = pq.read_table(tmp_path / "run" / "collect" / "fp")
     assert sorted(raw.column("sample_id").to_pylist()) == list(range(6))  # none lost, none twice
     # the same points measured in another run, sharded differently, give the same accuracies
     ref = read_points(fp_run[1].folder).column("accuracy").to_pylist()
     assert read_points(tmp_path / "run" / "collect" / "fp").column("accuracy").to_pylist() == ref
-    done = run_collect_stage(cfg, "fp", use_ray=False, log=lambda s: None)
+    done = collect_run(cfg, "fp", use_ray=False, log=lambda s: None)
     assert done.new_points == 0
 
 
 def test_quant_collection_rows(tmp_path):
     cfg = tiny_collect_config(tmp_path, quant_points=3, policies_per_arch=2, points_per_shard=3)
-    summary = run_collect_stage(cfg, "quant", use_ray=False, log=lambda s: None)
+    summary = collect_run(cfg, "quant", use_ray=False, log=lambda s: None)
     rows = read_points(summary.folder).to_pydict()
     assert rows["scheme"] == [2, 2, 1] and rows["arch_id"][0] == rows["arch_id"][1] != rows["arch_id"][2]
     assert all(0 <= a <= 1 for a in rows["accuracy"] + rows["fp_accuracy"])
@@ -191,10 +191,10 @@ def test_changed_plan_or_measurement_is_refused(tmp_path, fp_run):
     cfg = fp_run[0]
     other = cfg.model_copy(update={"seed": cfg.seed + 1})
     with pytest.raises(CollectError, match="other settings.*seed"):
-        run_collect_stage(other, "fp", use_ray=False, log=lambda s: None)
+        collect_run(other, "fp", use_ray=False, log=lambda s: None)
     other = cfg.model_copy(update={"collect": cfg.collect.model_copy(update={"val_images": 32})})
     with pytest.raises(CollectError, match="val_images"):
-        run_collect_stage(other, "fp", use_ray=False, log=lambda s: None)
+        collect_run(other, "fp", use_ray=False, log=lambda s: None)
 
 
 # ----- bad inputs fail before any work ----------------------------------------------------------------
@@ -202,11 +202,11 @@ def test_missing_or_foreign_supernet(tmp_path):
     cfg = tiny_collect_config(tmp_path, points=2)
     ckpt = tmp_path / "run" / "supernet" / "supernet.pt"
     with pytest.raises(SupernetFileError, match="not found"):
-        run_collect_stage(cfg, "fp", use_ray=False, supernet_path=tmp_path / "nope.pt", log=lambda s: None)
+        collect_run(cfg, "fp", use_ray=False, supernet_path=tmp_path / "nope.pt", log=lambda s: None)
     other = SPACE.model_copy(update={"name": "fmnist-other", "head_channels": 128})
     save_supernet(ckpt, other, ElasticSuperNet(other).state_dict())
     with pytest.raises(SupernetFileError, match="trained for search space 'fmnist-other'"):
-        run_collect_stage(cfg, "fp", use_ray=False, log=lambda s: None)
+        collect_run(cfg, "fp", use_ray=False, log=lambda s: None)
     assert not list((tmp_path / "run" / "collect" / "fp").glob("part-*"))
 
 
@@ -214,14 +214,14 @@ def test_unwritable_output_and_corrupt_shard(tmp_path):
     cfg = tiny_collect_config(tmp_path, points=2)
     (tmp_path / "run" / "collect").write_text("a file where the folder should be")
     with pytest.raises(CollectError, match="not writable"):
-        run_collect_stage(cfg, "fp", use_ray=False, log=lambda s: None)
+        collect_run(cfg, "fp", use_ray=False, log=lambda s: None)
     (tmp_path / "run" / "collect").unlink()
     folder = tmp_path / "run" / "collect" / "fp"
     folder.mkdir(parents=True)
     bad = folder / "part-000000000-000000001-0.parquet"
     bad.write_bytes(b"not parquet")
     with pytest.raises(CorruptShardError, match=str(bad)):
-        run_collect_stage(cfg, "fp", use_ray=False, log=lambda s: None)
+        collect_run(cfg, "fp", use_ray=False, log=lambda s: None)
     assert bad.read_bytes() == b"not parquet" and len(list(folder.glob("part-*"))) == 1
 
 

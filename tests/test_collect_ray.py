@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ems_ray.collect import CollectError, read_points, run_collect_stage
+from ems_ray.collect import CollectError, read_points
 
-from collect_clusters import tiny_collect_config
+from collect_clusters import collect_run, tiny_collect_config
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).parent
@@ -26,7 +26,7 @@ def test_cpu_only_actors_write_shards_that_ray_data_and_pyarrow_read(ray_local, 
     cfg = tiny_collect_config(tmp_path / "ray", {"num_cpus": 1, "num_gpus": 0, "min_actors": 1, "max_actors": 2},
                               points=8, points_per_shard=2, backend=backend)
     lines: list[str] = []
-    summary = run_collect_stage(cfg, "fp", log=lines.append)
+    summary = collect_run(cfg, "fp", log=lines.append)
     assert (summary.total_points, summary.new_points, summary.lost_batches) == (8, 8, 0)
     assert any("ready on node" in line and "(cpu)" in line for line in lines)
     folder = summary.folder
@@ -37,9 +37,9 @@ def test_cpu_only_actors_write_shards_that_ray_data_and_pyarrow_read(ray_local, 
     assert set(by_pyarrow.column("device").to_pylist()) == {"cpu"}
     # the same plan measured in this process gives the same rows (seeded per point, not per worker)
     local = tiny_collect_config(tmp_path / "local", points=8)
-    ref = run_collect_stage(local, "fp", use_ray=False, log=lambda s: None)
+    ref = collect_run(local, "fp", use_ray=False, log=lambda s: None)
     assert read_points(ref.folder).column("accuracy").equals(read_points(folder).column("accuracy"))
-    assert run_collect_stage(cfg, "fp", log=lambda s: None).new_points == 0  # idempotent
+    assert collect_run(cfg, "fp", log=lambda s: None).new_points == 0  # idempotent
 
 
 class Interrupted(Exception):
@@ -56,18 +56,17 @@ def test_ray_data_backend_resumes_an_interrupted_run_without_duplicates(ray_loca
     cfg = tiny_collect_config(tmp_path / "rd", {"num_cpus": 1, "min_actors": 1, "max_actors": 1}, points=4,
                               points_per_shard=2, backend="ray_data")
     with pytest.raises(Interrupted):  # the driver stops after its first shard, one block still in flight
-        run_collect_stage(cfg, "fp", log=lambda s: None, on_shard=_interrupt)
+        collect_run(cfg, "fp", log=lambda s: None, on_shard=_interrupt)
     folder = tmp_path / "rd" / "run" / "collect" / "fp"
     assert read_points(folder).num_rows == 2
     lines: list[str] = []
-    again = run_collect_stage(cfg, "fp", log=lines.append)
+    again = collect_run(cfg, "fp", log=lines.append)
     assert (again.total_points, again.new_points) == (4, 2)
     assert any("ready on node" in line and "(cpu)" in line for line in lines)
     raw = pq.read_table(folder)  # every row of every shard: nothing measured twice, nothing lost
     assert sorted(raw.column("sample_id").to_pylist()) == [0, 1, 2, 3]
     # the same points as in this process (the same EvaluationWorker, seeded per point)
-    local = run_collect_stage(tiny_collect_config(tmp_path / "local", points=4), "fp", use_ray=False,
-                              log=lambda s: None)
+    local = collect_run(tiny_collect_config(tmp_path / "local", points=4), "fp", use_ray=False, log=lambda s: None)
     assert read_points(local.folder).column("accuracy").equals(read_points(folder).column("accuracy"))
 
 
@@ -77,7 +76,7 @@ def test_ray_data_backend_names_the_request_that_cannot_be_placed(ray_local, tmp
     cfg = tiny_collect_config(tmp_path, {"num_cpus": 4, "min_actors": 1, "max_actors": 1, "startup_timeout_s": 3},
                               points=2, backend="ray_data")
     with pytest.raises(CollectError, match=r"min_actors=1 .* within 3 s; each asks for num_cpus=4.0"):
-        run_collect_stage(cfg, "fp", log=lambda s: None)
+        collect_run(cfg, "fp", log=lambda s: None)
     assert not list((tmp_path / "run" / "collect" / "fp").glob("part-*"))
 
 

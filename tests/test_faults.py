@@ -81,11 +81,11 @@ def test_export_folder_is_named_by_the_subnet_digest(run):
     from ems_ray.config import load_run_config
     from ems_ray.quant.stage import export_folder
 
-    cfg = load_run_config(run["config"])
+    ctx = load_run_config(run["config"]).context()
     a, b = _random_subnet(1), _random_subnet(2)
     path = run["tmp"] / "best.yaml"
-    assert export_folder(cfg, path, a) == run["run_dir"] / "export" / f"best-{a.digest()}"
-    assert export_folder(cfg, path, a) != export_folder(cfg, path, b)  # another sub-net, another folder
+    assert export_folder(ctx, path, a) == run["run_dir"] / "export" / f"best-{a.digest()}"
+    assert export_folder(ctx, path, a) != export_folder(ctx, path, b)  # another sub-net, another folder
     assert a.digest() == SubnetConfig.from_yaml(a.to_yaml()).digest()  # the same sub-net read back
 
 
@@ -115,9 +115,10 @@ def test_searches_under_different_budgets_keep_each_result(run):
 
     cfg = load_run_config(run["config"])
     scorer = CandidateScorer(SyntheticPredictor(SPACE), build_lut(SPACE))
-    _, first = run_search_stage(cfg, "latency=0.5ms", scorer)
+    _, first = run_search_stage(cfg.context(), cfg.search, "latency=0.5ms", scorer)
     before = tree_digest(first)
-    _, second = run_search_stage(cfg, "latency=0.5000001ms", scorer)  # one folder before the fix
+    # one folder before the fix
+    _, second = run_search_stage(cfg.context(), cfg.search, "latency=0.5000001ms", scorer)
     assert first != second and first.parent == second.parent
     assert tree_digest(first) == before
     assert json.loads((second / "result.json").read_text())["budget"] == "latency=0.5000001ms"
@@ -147,7 +148,8 @@ def test_collect_stage_rejects_zero_points(run):
     from ems_ray.errors import InputError
 
     with pytest.raises(InputError, match="points: 0 not allowed; give a positive whole number"):
-        run_collect_stage(load_run_config(run["config"]), "fp", points=0, use_ray=False)
+        cfg = load_run_config(run["config"])
+        run_collect_stage(cfg.context(), cfg.collect, "fp", quant=cfg.quant, points=0, use_ray=False)
     assert not run["run_dir"].exists()
 
 

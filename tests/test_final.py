@@ -149,6 +149,12 @@ def tiny_run(tmp_path_factory) -> RunConfig:
     })
 
 
+def _final(cfg: RunConfig, **options) -> Path:
+    """The final stage of `cfg`, given the sections it takes (as the pipeline gives them)."""
+    return run_final_stage(cfg.context(), cfg.final, search=cfg.search, predictor=cfg.predictor, quant=cfg.quant,
+                           **options)
+
+
 def _fake_measure(calls: list, fail_at: int | None = None):
     """Accuracy 0.4 + 0.01 x seed (quantized), 0.5 (float); raises on call number `fail_at` (a killed run)."""
     def measure(supernet_path, subnet, recipe, data, seed, threads=None):
@@ -165,8 +171,8 @@ def test_final_stage_writes_every_result_and_resumes(tiny_run, monkeypatch):
     calls: list = []
     monkeypatch.setattr(measure_module, "measure_subnet", _fake_measure(calls))
     # the search stage already ran for the easy budget: the joint search reuses it
-    searched, _ = run_search_stage(cfg, "latency=0.3ms", scorer=_quant_scorer(cfg))
-    out = run_final_stage(cfg, use_ray=False)
+    searched, _ = run_search_stage(cfg.context(), cfg.search, "latency=0.3ms", scorer=_quant_scorer(cfg))
+    out = _final(cfg, use_ray=False)
     assert len(calls) == 7 * 2  # fixed8 cannot meet 0.08 ms; two seeds each
     assert sorted({seed for _, seed in calls}) == cfg.final.measure_seeds(cfg.seed) == [0, 1]
     with (out / "summary.csv").open() as f:
@@ -195,19 +201,19 @@ def test_final_stage_writes_every_result_and_resumes(tiny_run, monkeypatch):
     assert json.loads((out / "run.json").read_text())["data"]["test"] == 64
     # unchanged inputs: nothing re-measured; a new recipe: everything; force: everything
     calls.clear()
-    run_final_stage(cfg, use_ray=False)
+    _final(cfg, use_ray=False)
     assert calls == []
     changed = cfg.model_copy(update={"final": cfg.final.model_copy(update={"recipe": cfg.quant.model_copy(
         update={"finetune_steps": 2}), "methods": ["ems"]})})
-    run_final_stage(changed, use_ray=False)
+    _final(changed, use_ray=False)
     assert len(calls) == 2 * 2
     calls.clear()
-    run_final_stage(changed, use_ray=False, force=True)
+    _final(changed, use_ray=False, force=True)
     assert len(calls) == 2 * 2
     # the seed count is part of a result's inputs: a third seed re-measures every sub-net
     calls.clear()
     three = changed.model_copy(update={"final": changed.final.model_copy(update={"seeds": 3})})
-    run_final_stage(three, use_ray=False)
+    _final(three, use_ray=False)
     assert sorted(seed for _, seed in calls) == [0, 0, 1, 1, 2, 2]
 
 
@@ -217,13 +223,13 @@ def test_a_run_killed_between_seeds_measures_only_the_seeds_it_lacks(tiny_run, t
     calls: list = []
     monkeypatch.setattr(measure_module, "measure_subnet", _fake_measure(calls, fail_at=3))
     with pytest.raises(RuntimeError, match="killed"):
-        run_final_stage(cfg, use_ray=False)
+        _final(cfg, use_ray=False)
     path = Path(cfg.run_dir) / "final" / "latency-0.3ms" / "fixed8.json"
     partial = json.loads(path.read_text())
     assert partial["status"] == "measuring" and [m["seed"] for m in partial["per_seed"]] == [0, 1]
     calls.clear()
     monkeypatch.setattr(measure_module, "measure_subnet", _fake_measure(calls))
-    run_final_stage(cfg, use_ray=False)
+    _final(cfg, use_ray=False)
     assert [seed for _, seed in calls] == [2]
     done = json.loads(path.read_text())
     assert done["status"] == "done" and done["genes"] == partial["genes"] and done["seeds"] == 3
@@ -240,7 +246,7 @@ def test_infeasible_budget_fails_before_any_work(tiny_run, tmp_path):
     cfg = tiny_run.model_copy(update={"run_dir": tmp_path / "other",
                                       "final": FinalConfig(budgets=["latency=0.3ms", "latency=0.01ms"])})
     with pytest.raises(InfeasibleBudgetError, match="below the cheapest possible 0.06491 ms"):
-        run_final_stage(cfg, use_ray=False)
+        _final(cfg, use_ray=False)
     assert not (tmp_path / "other").exists()
 
 

@@ -281,12 +281,12 @@ def test_every_stage_prices_with_the_one_run_lut(tmp_path):
     from ems_ray.hardware import build_lut, run_cost_table
 
     cfg = _cfg(tmp_path)
-    table = run_cost_table(cfg)
+    table = run_cost_table(cfg.context())
     assert (tmp_path / "run" / "lut.parquet").is_file()
-    assert run_cost_table(cfg).metadata() == table.metadata()
+    assert run_cost_table(cfg.context()).metadata() == table.metadata()
     other = build_lut(cfg.search_space()).save(tmp_path / "mine.parquet")
     cfg2 = cfg.model_copy(update={"search": cfg.search.model_copy(update={"lut": other})})
-    assert run_cost_table(cfg2).metadata() == table.metadata()
+    assert run_cost_table(cfg2.context()).metadata() == table.metadata()
     cfg3 = cfg.model_copy(update={"search": cfg.search.model_copy(update={"lut": tmp_path / "none.parquet"})})
     with pytest.raises(FileNotFoundError, match="search.lut: cost table not found"):
-        run_cost_table(cfg3)
+        run_cost_table(cfg3.context())

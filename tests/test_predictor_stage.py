@@ -79,7 +79,7 @@ def test_tune_search_reports_per_epoch_and_exports_best(tmp_path, ray_local, mon
                  "tune": {"num_samples": 2, "checkpoint_every": 2, "cpus_per_trial": 1,
                           "space": {"fp.lr": {"loguniform": [1e-3, 1e-2]}, "hidden": {"choice": [8, 16]}}}}
     cfg = load_run_config(_config_file(tmp_path, predictor))
-    out = run_predictor_stage(cfg)
+    out = run_predictor_stage(cfg.context(), cfg.predictor)
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["mode"] == "tune" and len(summary["trials"]) == 2
     best_score = max(t["score"] for t in summary["trials"])

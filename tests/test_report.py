@@ -51,7 +51,7 @@ def _run(tmp_path: Path) -> RunConfig:
 
 def test_report_tables_and_plot_come_from_the_files(tmp_path):
     cfg = _run(tmp_path)
-    out = run_report_stage(cfg)
+    out = run_report_stage(cfg.context())
     md = (out / "report.md").read_text()
     assert "# Report: hand-made" in md and "abcdef0123456789" in md and "test 300 images" in md
     assert "| ems | 0.8710 | 0.8523 ± 0.0010 | reference | 0.8611 ± 0.0005 | 3 | 0.2911 | 0.21 | 0.1234 | 3.2 |" in md
@@ -86,7 +86,7 @@ def test_report_adds_searchers_and_stage_timings_when_present(tmp_path):
     (run / "manifest.json").write_text(json.dumps({"stages": [
         {"name": "search", "status": "done", "seconds": 12.5},
         {"name": "final", "status": "running", "seconds": None}]}))
-    out = run_report_stage(cfg)
+    out = run_report_stage(cfg.context())
     md = (out / "report.md").read_text()
     assert "| tpe | 400 | 0.8655 | 0.28 | 0.2 | 0.14 | 160.0 | 2.5 |" in md
     assert (out / "searchers_latency-0.3ms.png").is_file() and (out / "searchers_latency-0.3ms.csv").is_file()
@@ -96,7 +96,7 @@ def test_report_adds_searchers_and_stage_timings_when_present(tmp_path):
 def test_report_without_final_results_says_what_to_run(tmp_path):
     cfg = RunConfig.model_validate({"name": "x", "run_dir": str(tmp_path / "none"), "supernet": SUPERNET})
     with pytest.raises(FileNotFoundError, match="run the final stage first"):
-        run_report_stage(cfg)
+        run_report_stage(cfg.context())
 
 
 def test_noise_rule_marks_differences_beyond_two_pooled_sd():
@@ -134,7 +134,7 @@ def test_report_shows_a_front_with_the_final_models_on_it(tmp_path):
     objectives = Objectives.parse("accuracy,latency_ms")
     front = ParetoResult("evolution", objectives, None, genes, scores, {"accuracy": 0.0, "latency_ms": 1.0}, 500, 1.5)
     write_front(front, space, Path(cfg.run_dir) / "pareto" / objectives.slug())
-    md = (run_report_stage(cfg) / "report.md").read_text()
+    md = (run_report_stage(cfg.context()) / "report.md").read_text()
     assert "## Pareto fronts" in md and "### Front `accuracy-latency_ms`" in md and "**3 points**" in md
     assert f"hypervolume {front.hypervolume:.4g}" in md and "reference point accuracy 0, latency_ms 1" in md
     # ems at 0.2911 ms: the front's best at <= 0.2911 ms is the 0.25 ms point; at 0.0795 ms the 0.07 ms one

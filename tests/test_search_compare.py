@@ -153,7 +153,8 @@ def compared(ray_local, run_config, scorer, budget):
     from ems_ray.config import load_run_config
     from ems_ray.search import run_compare_stage
 
-    return run_config, run_compare_stage(load_run_config(run_config), budget, scorer=scorer)
+    cfg = load_run_config(run_config)
+    return run_config, run_compare_stage(cfg.context(), cfg.search, budget, scorer=scorer)
 
 
 def test_compare_writes_every_file_with_equal_counts_within_budget(compared, budget):

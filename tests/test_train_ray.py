@@ -50,7 +50,7 @@ def test_two_workers_survive_a_killed_worker_and_resume(ray_local, tmp_path, mon
 
     real = stage.LoopInputs
     monkeypatch.setattr(stage, "LoopInputs", lambda **kw: real(**kw, log=KillOnce(marker, 2)))
-    path = run_supernet_stage(cfg, use_ray=True)
+    path = run_supernet_stage(cfg.context(), cfg.supernet, use_ray=True)
     assert marker.exists(), "the worker was never killed"
     # the restarted worker group resumed from the epoch-1 checkpoint instead of starting over
     log = marker.with_suffix(".log").read_text()
@@ -69,7 +69,7 @@ def test_two_workers_survive_a_killed_worker_and_resume(ray_local, tmp_path, mon
     shutil.rmtree(out / "ray")
     shutil.rmtree(out / "checkpoints" / "epoch-0002")
     path.unlink()
-    run_supernet_stage(cfg, use_ray=True)
+    run_supernet_stage(cfg.context(), cfg.supernet, use_ray=True)
     assert "resumed after epoch 2 of 3" in marker.with_suffix(".log").read_text()
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2]
 

@@ -3,7 +3,7 @@
     plan = SamplingPlan(space, "quant", seed=0)          # deterministic sample ids and gene rows
     worker = EvaluationWorker(spec, state_dict)          # one super network, loaders built once
     rows = worker(batch)                                 # a batch of planned points → result columns
-    run_collect_stage(cfg, "fp")                         # Ray actors → <run_dir>/collect/fp/*.parquet
+    run_collect_stage(run, collect_cfg, "fp", quant=recipe)  # Ray actors → <run_dir>/collect/fp/*.parquet
     read_points("runs/x/collect/fp")                     # one pyarrow table, deduplicated
 
 Reading order: `config` (the `collect` section), `plan` (which points), `worker` (measuring them,

@@ -3,6 +3,9 @@
 Everything that can be checked is checked before work starts: the output folder is writable,
 the super-network file exists and belongs to the run's search space, the data loads, existing
 shards are readable and were collected with the same plan and measurement settings.
+
+Takes the run's shared settings (`RunContext`: space, data, seed, Ray, cost table), its `collect`
+section and the run's quantization recipe (`quant`, which `collect.quant_recipe` overrides).
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ from ems_ray.console import Progress
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
 from ems_ray.hardware import run_cost_table
-from ems_ray.run_layout import RunLayout
 from ems_ray.space import ENCODING_VERSION
 from ems_ray.quant.config import QuantRecipe
 from ems_ray.supernet.checkpoint import (is_quantization_aware, read_supernet_file, require_quantization_aware,
@@ -36,7 +38,9 @@ from .worker import HARDWARE_COLUMNS, EvaluationWorker, WorkerSpec, choose_devic
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
+    from ems_ray.run_context import RunContext
+
+    from .config import CollectConfig
 
 
 @dataclass
@@ -54,12 +58,13 @@ class CollectSummary:
         return 60.0 * self.new_points / self.seconds if self.seconds > 0 else 0.0
 
 
-def collect_folder(cfg: RunConfig, kind: str) -> Path:
-    return RunLayout.of(cfg).collected(kind)
+def collect_folder(run: RunContext, kind: str) -> Path:
+    return run.layout.collected(kind)
 
 
-def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, supernet_path: Path | None = None,
-                      use_ray: bool = True, log: Callable[[str], None] | None = None,
+def run_collect_stage(run: RunContext, config: CollectConfig, kind: str, *, quant: QuantRecipe,
+                      points: int | None = None, supernet_path: Path | None = None, use_ray: bool = True,
+                      log: Callable[[str], None] | None = None,
                       on_shard: Callable[[Path, pa.Table], None] | None = None) -> CollectSummary:
     """Collect the first `points` (default `collect.<kind>_points`) of the run's plan for `kind`.
 
@@ -68,26 +73,26 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     """
     if kind not in KINDS:
         raise InputError(f"kind: '{kind}' not allowed; allowed values: {list(KINDS)}")
-    cc = cfg.collect
+    cc = config
     target = cc.points(kind) if points is None else points
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise InputError(f"points: {target!r} not allowed; give a positive whole number of points to collect")
-    space = cfg.search_space()
-    store = ShardStore(collect_folder(cfg, kind))
+    space = run.search_space()
+    store = ShardStore(collect_folder(run, kind))
     store.prepare()
-    path = Path(supernet_path or RunLayout.of(cfg).supernet)
+    path = Path(supernet_path or run.layout.supernet)
     blob = read_supernet_file(path)  # missing / unreadable / damaged: SupernetFileError
     supernet = supernet_from_file(blob, path, space)  # trained for another space: SupernetFileError
     sha = file_sha256(path)
-    splits = build_splits(cfg.data)  # missing data fails here, not in every actor
+    splits = build_splits(run.data)  # missing data fails here, not in every actor
     val_images = None if cc.val_images is None or cc.val_images >= len(splits.val) else cc.val_images
-    recipe = cc.quant_recipe or cfg.quant
+    recipe = cc.quant_recipe or quant
     if kind == "quant":
         recipe = quant_recipe(recipe, cc.quant_mode, blob, path)
-    spec = WorkerSpec(kind=kind, space=space, data=cfg.data, bn_batches=cc.bn_batches, val_images=val_images,
+    spec = WorkerSpec(kind=kind, space=space, data=run.data, bn_batches=cc.bn_batches, val_images=val_images,
                       recipe=recipe, supernet_sha256=sha,
                       threads=cc.resources.torch_threads(), device=cc.device)
-    plan = SamplingPlan(space, kind, cfg.seed, cc.policies_per_arch, cc.scheme2_fraction)
+    plan = SamplingPlan(space, kind, run.seed, cc.policies_per_arch, cc.scheme2_fraction)
     done = store.scan()  # corrupt shards fail here, named
     store.check_manifest({"plan": plan.describe(), "measurement": spec.measurement(), "supernet_sha256": sha,
                           "encoding_version": ENCODING_VERSION})
@@ -101,7 +106,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     t0 = time.monotonic()
     lost = 0
     if len(todo):
-        batches = _batches(todo, run_cost_table(cfg).score(todo.genes), cc.points_per_shard)
+        batches = _batches(todo, run_cost_table(run).score(todo.genes), cc.points_per_shard)
 
         def write(columns: dict) -> None:
             table = to_table(columns)
@@ -112,7 +117,7 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
 
         state = supernet.state_dict()
         if use_ray:
-            lost = _run_on_ray(cfg, spec, state, batches, write, log)
+            lost = _run_on_ray(run, cc, spec, state, batches, write, log)
         else:
             device, note = choose_device(spec.device, [])
             if note:
@@ -152,15 +157,15 @@ def _batches(todo: PlannedSamples, costs: dict[str, np.ndarray], size: int) -> l
     return out
 
 
-def _run_on_ray(cfg: RunConfig, spec: WorkerSpec, state: dict, batches: list[dict], write, log) -> int:
+def _run_on_ray(run: RunContext, config: CollectConfig, spec: WorkerSpec, state: dict, batches: list[dict], write, log) -> int:
     """Measure `batches` on the configured Ray backend; returns how many batches were lost and re-run."""
     from ems_ray.ray_session import ray_session
 
-    if cfg.collect.backend == "ray_data":
+    if config.backend == "ray_data":
         from .ray_dataset import DatasetCollector as Runner
     else:
         from .actor_pool import EvaluationActorPool as Runner
-    with ray_session(cfg.ray):
-        runner = Runner(spec, state, cfg.collect.resources, log)
+    with ray_session(run.ray):
+        runner = Runner(spec, state, config.resources, log)
         runner.run(batches, write)
         return runner.lost_batches

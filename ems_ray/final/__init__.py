@@ -2,7 +2,8 @@
 paper's baselines (fixed 8-bit, sequential architecture -> pruning -> bits, no predictor transfer),
 each quantized by its policy, fine-tuned and measured on the test split.
 
-    out = run_final_stage(cfg)          # <run_dir>/final/<budget>/<method>.json, summary.csv
+    out = run_final_stage(cfg.context(), cfg.final, search=cfg.search, predictor=cfg.predictor,
+                          quant=cfg.quant)  # <run_dir>/final/<budget>/<method>.json, summary.csv
 """
 from ems_ray._lazy import lazy_exports
 

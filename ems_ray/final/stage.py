@@ -7,6 +7,10 @@
     <run_dir>/final/summary.csv              one row per (budget, method)
     <run_dir>/final/run.json                 config name, super-network hash, split sizes
     <run_dir>/final/predictor-no-transfer/   the quantization-aware predictor trained without transfer
+
+Takes the run's shared settings (`RunContext`), its `final` section and the sections its results
+depend on: `search` (the joint search and the baselines' evolution), `predictor` (the no-transfer
+baseline is trained with it) and the run's quantization recipe `quant` (unless `final.recipe`).
 """
 from __future__ import annotations
 
@@ -32,10 +36,15 @@ from .methods import FINAL_METHODS
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
     from ems_ray.hardware import CostTable
     from ems_ray.predictor import AccuracyPredictor
+    from ems_ray.predictor.config import PredictorConfig
+    from ems_ray.quant.config import QuantRecipe
+    from ems_ray.run_context import RunContext
+    from ems_ray.search.config import SearchConfig
     from ems_ray.space import SearchSpace
+
+    from .config import FinalConfig
 
 FINAL_DIR = RunLayout(Path(".")).final_dir.name
 NO_TRANSFER_DIR = "predictor-no-transfer"
@@ -47,23 +56,24 @@ SUMMARY_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "predicte
 MEASURING = "measuring"  # chosen, some seeds still to measure
 
 
-def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredictor) -> tuple[AccuracyPredictor, Path]:
+def no_transfer_predictor(run: RunContext, predictor: PredictorConfig, space: SearchSpace, fp: AccuracyPredictor
+                          ) -> tuple[AccuracyPredictor, Path]:
     """The quantization-aware predictor trained from scratch on the run's collected data, reusing the
     run's FP predictor (only the quant phase differs). Retrained only when the data fingerprint
     (rows, predictor settings, space, seed) changes."""
     from ems_ray.predictor import load_collected, load_predictor, save_predictors, train_predictors
     from ems_ray.predictor.stage import stage_fingerprint
 
-    pc = cfg.predictor.model_copy(update={"transfer": False})
-    layout = RunLayout.of(cfg)
+    pc = predictor.model_copy(update={"transfer": False})
+    layout = run.layout
     out = layout.final_dir / NO_TRANSFER_DIR
     data = load_collected(pc.data_dir or layout.collect_dir, space, pc.quant_scheme)
-    fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
+    fingerprint = stage_fingerprint(data, pc, space, run.seed)
     metrics = out / "metrics.json"
     if not (metrics.is_file() and (out / "quant.pt").is_file()
             and json.loads(metrics.read_text()).get("fingerprint") == fingerprint):
         logger.info(f"[final] training the quantization-aware predictor without transfer ({len(data.quant)} rows)")
-        trained = train_predictors(data, pc, space, cfg.seed, fp_model=fp.model)
+        trained = train_predictors(data, pc, space, run.seed, fp_model=fp.model)
         if trained.quant is None:
             raise InputError(f"no-transfer: too few quantized rows collected ({len(data.quant)}); "
                              "run `ems-ray collect quant` first")
@@ -74,42 +84,43 @@ def no_transfer_predictor(cfg: RunConfig, space: SearchSpace, fp: AccuracyPredic
 class _Inputs:
     """What a run's final results depend on, loaded once: LUT, predictors, super network, hashes."""
 
-    def __init__(self, cfg: RunConfig, table: CostTable, use_no_transfer: bool):
+    def __init__(self, run: RunContext, final: FinalConfig, search: SearchConfig, predictor: PredictorConfig,
+                 quant: QuantRecipe, table: CostTable):
         from ems_ray.predictor import load_run_predictors
         from ems_ray.space import space_fingerprint
         from ems_ray.supernet.checkpoint import read_supernet_file
 
-        layout = RunLayout.of(cfg)
-        self.cfg = cfg
-        self.space = cfg.search_space()
+        layout = run.layout
+        self.run, self.final, self.search_config = run, final, search
+        self.space = run.search_space()
         self.table = table
         self.supernet_path = layout.supernet
         blob = read_supernet_file(self.supernet_path)  # fails clearly before any search
         if blob["space_fingerprint"] != space_fingerprint(self.space):
             raise InputError(f"{self.supernet_path} was trained for another search space than '{self.space.name}'")
         self.supernet_sha256 = file_sha256(self.supernet_path)
-        fp, quant = load_run_predictors(cfg.run_dir, self.space)
-        if quant is None:
+        fp, quant_predictor = load_run_predictors(run.run_dir, self.space)
+        if quant_predictor is None:
             raise FileNotFoundError(f"final: {layout.predictor('quant')} does not exist; the joint search and "
                                     "the baselines need the quantization-aware predictor (ems-ray train-predictor)")
         self.fp = CandidateScorer(fp, self.table)
-        self.quant = CandidateScorer(quant, self.table)
+        self.quant = CandidateScorer(quant_predictor, self.table)
         self.hashes = {kind: file_sha256(layout.predictor(kind)) for kind in ("fp", "quant")}
         self.no_transfer: CandidateScorer | None = None
-        if use_no_transfer:
-            predictor, path = no_transfer_predictor(cfg, self.space, fp)
-            self.no_transfer = CandidateScorer(predictor, self.table)
+        if "no-transfer" in final.methods:
+            no_transfer, path = no_transfer_predictor(run, predictor, self.space, fp)
+            self.no_transfer = CandidateScorer(no_transfer, self.table)
             self.hashes["no-transfer"] = file_sha256(path)
-        self.recipe = cfg.final.recipe or cfg.quant
+        self.recipe = final.recipe or quant
 
     def key(self, method: str, budget: Budget) -> dict:
         """The inputs a (budget, method) result was computed from; a result is reused only when equal."""
-        cfg, entry = self.cfg, FINAL_METHODS[method]
+        run, entry = self.run, FINAL_METHODS[method]
         return {"supernet_sha256": self.supernet_sha256, "predictors": {p: self.hashes[p] for p in entry.predictors},
-                "lut": json_digest(self.table.metadata()), "budget": budget.describe(), "seed": cfg.seed,
-                "recipe": self.recipe.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-                "evolution": cfg.search.evolution.model_dump(mode="json"),
-                "measure_seeds": cfg.final.measure_seeds(cfg.seed), **entry.settings(cfg)}
+                "lut": json_digest(self.table.metadata()), "budget": budget.describe(), "seed": run.seed,
+                "recipe": self.recipe.model_dump(mode="json"), "data": run.data.model_dump(mode="json"),
+                "evolution": self.search_config.evolution.model_dump(mode="json"),
+                "measure_seeds": self.final.measure_seeds(run.seed), **entry.settings(self.final)}
 
     def choose(self, method: str, budget: Budget) -> SearchResult:
         return FINAL_METHODS[method].choose(self, budget)
@@ -173,12 +184,12 @@ def write_summary(out: Path, records: list[dict]) -> Path:
 def _write_run_info(out: Path, inputs: _Inputs) -> None:
     from ems_ray.data import build_splits
 
-    cfg = inputs.cfg
-    splits = build_splits(cfg.data)
-    info = {"name": cfg.name, "space": inputs.space.name, "supernet_sha256": inputs.supernet_sha256,
-            "data": {"name": cfg.data.name, "train": len(splits.train), "val": len(splits.val),
+    run = inputs.run
+    splits = build_splits(run.data)
+    info = {"name": run.name, "space": inputs.space.name, "supernet_sha256": inputs.supernet_sha256,
+            "data": {"name": run.data.name, "train": len(splits.train), "val": len(splits.val),
                      "test": len(splits.test)},
-            "recipe": inputs.recipe.model_dump(mode="json"), "seed": cfg.seed}
+            "recipe": inputs.recipe.model_dump(mode="json"), "seed": run.seed}
     write_atomic(out / "run.json", json.dumps(info, indent=1, sort_keys=True))
 
 
@@ -191,8 +202,10 @@ def _complete(out: Path, record: dict, inputs: _Inputs) -> None:
     _write_result(out, record, inputs)
 
 
-def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -> Path:
-    """Search (or reuse) and measure every (budget, method) of `cfg.final`; returns `<run_dir>/final`.
+def run_final_stage(run: RunContext, config: FinalConfig, *, search: SearchConfig, predictor: PredictorConfig,
+                    quant: QuantRecipe, use_ray: bool = True, force: bool = False) -> Path:
+    """Search (or reuse) and measure every (budget, method) of `config` (the `final` section);
+    returns `<run_dir>/final`.
 
     Budgets are checked against the LUT first, so an infeasible one fails before any work. A result
     whose inputs (super network, predictors, LUT, budget, recipe, data, seed, search settings) are
@@ -200,21 +213,21 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
     (`use_ray`) or in this process, once per seed of `final.seeds` (one task each). A result
     interrupted between seeds keeps its sub-net and measures only the seeds it lacks.
     """
-    fc = cfg.final
+    fc = config
     budgets = fc.parsed_budgets()
     if not budgets:
         raise InputError("final.budgets: empty; give at least one budget, e.g. [latency=0.5ms]")
-    space = cfg.search_space()
+    space = run.search_space()
     if "sequential" in fc.methods:
         fc.sequential.check_space(space.bits.as_tuple())
-    table = run_cost_table(cfg, save=False)  # an infeasible budget fails before anything is written
+    table = run_cost_table(run, save=False)  # an infeasible budget fails before anything is written
     for budget in budgets:
         check_feasible(table, budget)
-    inputs = _Inputs(cfg, table, use_no_transfer="no-transfer" in fc.methods)
-    out = RunLayout.of(cfg).final_dir
+    inputs = _Inputs(run, fc, search, predictor, quant, table)
+    out = run.layout.final_dir
     _write_run_info(out, inputs)
 
-    seeds = fc.measure_seeds(cfg.seed)
+    seeds = fc.measure_seeds(run.seed)
     records: dict[tuple[str, str], dict] = {}
     jobs: list[tuple[tuple[str, str, int], dict]] = []
     for budget in budgets:
@@ -249,7 +262,7 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
                 _complete(out, record, inputs)
             subnet = Genome(space).to_config(record["genes"])
             jobs += [((budget.slug(), method, seed), {
-                "supernet_path": inputs.supernet_path, "subnet": subnet, "recipe": inputs.recipe, "data": cfg.data,
+                "supernet_path": inputs.supernet_path, "subnet": subnet, "recipe": inputs.recipe, "data": run.data,
                 "seed": seed}) for seed in todo]
 
     def finished(job_key: tuple[str, str, int], metrics: dict) -> None:
@@ -269,7 +282,7 @@ def run_final_stage(cfg: RunConfig, use_ray: bool = True, force: bool = False) -
         if jobs and use_ray:
             from ems_ray.ray_session import ray_session
 
-            with ray_session(cfg.ray):
+            with ray_session(run.ray):
                 measure_all(jobs, fc.resources, True, finished)
         else:
             measure_all(jobs, fc.resources, False, finished)

@@ -26,6 +26,7 @@ from .config import BitFusionConfig
 from .layers import ConvLayer, block_layers, enumerate_layers, fixed_layers
 
 if TYPE_CHECKING:
+    from ems_ray.run_context import RunContext
     from ems_ray.space import SubnetConfig
 
 # v2: priced with partial-sum loads and the simulator-faithful depthwise mapping (BitFusionConfig's
@@ -326,20 +327,18 @@ def _py(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def run_cost_table(cfg, save: bool = True) -> CostTable:
+def run_cost_table(run: RunContext, save: bool = True) -> CostTable:
     """The cost table a run prices every sub-net with, obtained this one way by every stage (search,
-    collection, export, final, the pipeline's preflight): `search.lut` when given (it must exist),
-    else `<run_dir>/lut.parquet`, built and saved there on first use so that later stages read the
-    same table (`save=False`: checks that must write nothing)."""
-    from ems_ray.run_layout import RunLayout
-
-    space = cfg.search_space()
-    if cfg.search.lut:
-        path = Path(cfg.search.lut)
+    collection, export, final, the pipeline's preflight): `search.lut` (`run.lut`) when given (it
+    must exist), else `<run_dir>/lut.parquet`, built and saved there on first use so that later
+    stages read the same table (`save=False`: checks that must write nothing)."""
+    space = run.search_space()
+    if run.lut:
+        path = Path(run.lut)
         if not path.is_file():
             raise FileNotFoundError(f"search.lut: cost table not found: {path}")
         return CostTable.load(path, space)
-    path = RunLayout.of(cfg).lut
+    path = run.layout.lut
     if path.is_file():
         return CostTable.load(path, space)
     table = build_lut(space)

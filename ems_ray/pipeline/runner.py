@@ -40,7 +40,7 @@ def preflight(cfg: RunConfig) -> None:
         raise InputError("final.budgets: the pipeline needs at least one budget (e.g. [latency=0.5ms]); "
                          "or set search.budget")
     space = cfg.search_space()
-    table = run_cost_table(cfg, save=False)  # nothing is written before the checks pass
+    table = run_cost_table(cfg.context(), save=False)  # nothing is written before the checks pass
     for budget in budgets:
         check_feasible(table, budget)
     if "sequential" in cfg.final.methods:

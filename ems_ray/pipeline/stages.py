@@ -3,7 +3,10 @@ reads and what it writes (paths relative to the run directory).
 
 Each stage calls the same function as its `ems-ray` sub-command; those functions resume on their
 own (super-network checkpoints, collection shards, per-budget final results), so the pipeline only
-decides *whether* to call a stage, never how to resume it.
+decides *whether* to call a stage, never how to resume it. This table is where the run config is
+taken apart: each stage function gets the run's shared settings (`cfg.context()`, a `RunContext`)
+and the sections it depends on, never the whole `RunConfig`, so the stage packages never import
+`ems_ray.config`.
 """
 from __future__ import annotations
 
@@ -87,20 +90,20 @@ def _check_predictors(cfg: RunConfig) -> None:
 def _supernet_settings(cfg: RunConfig) -> dict:
     from ems_ray.train.stage import schedule_fingerprint
 
-    return {"schedule": schedule_fingerprint(cfg)}
+    return {"schedule": schedule_fingerprint(cfg.context(), cfg.supernet)}
 
 
 def _run_supernet(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.train import run_supernet_stage
 
-    run_supernet_stage(cfg, use_ray=use_ray)
+    run_supernet_stage(cfg.context(), cfg.supernet, use_ray=use_ray)
 
 
 def _collect(kind: str) -> Callable[[RunConfig, bool], None]:
     def run(cfg: RunConfig, use_ray: bool) -> None:
         from ems_ray.collect import run_collect_stage
 
-        s = run_collect_stage(cfg, kind, use_ray=use_ray)
+        s = run_collect_stage(cfg.context(), cfg.collect, kind, quant=cfg.quant, use_ray=use_ray)
         logger.info(f"[collect {kind}] {s.total_points}/{s.target_points} points ({s.new_points} new, "
                     f"{s.points_per_min:.1f} points/min)")
     return run
@@ -121,7 +124,7 @@ def _collect_settings(kind: str) -> Callable[[RunConfig], dict]:
 def _run_predictor(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.predictor import run_predictor_stage
 
-    run_predictor_stage(cfg)
+    run_predictor_stage(cfg.context(), cfg.predictor)
 
 
 def _search_settings(cfg: RunConfig, with_pareto: bool) -> dict:
@@ -135,15 +138,16 @@ def _run_search(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.hardware import run_cost_table
     from ems_ray.search.stage import load_scorer, run_search_stage
 
-    scorer = load_scorer(cfg, run_cost_table(cfg))  # loaded once for every budget
+    run = cfg.context()
+    scorer = load_scorer(run, cfg.search, run_cost_table(run))  # loaded once for every budget
     for budget in run_budgets(cfg):
-        result, out = run_search_stage(cfg, budget, scorer=scorer)
+        result, out = run_search_stage(run, cfg.search, budget, scorer=scorer)
         logger.info(f"[search] {budget.describe()}: predicted accuracy {result.scores['accuracy']:.4f} "
                     f"({result.scored} candidates in {result.seconds:.2f} s) -> {out}")
     if cfg.search.pareto.objectives:
         from ems_ray.search.pareto import run_pareto_stage
 
-        run_pareto_stage(cfg, scorer=scorer)
+        run_pareto_stage(run, cfg.search, scorer=scorer)
 
 
 def _search_outputs(run: RunLayout, cfg: RunConfig) -> list[Path]:
@@ -161,19 +165,20 @@ def _search_outputs(run: RunLayout, cfg: RunConfig) -> list[Path]:
 def _run_compare(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.search.compare import run_compare_stage
 
-    run_compare_stage(cfg, run_budgets(cfg)[0])
+    run_compare_stage(cfg.context(), cfg.search, run_budgets(cfg)[0])
 
 
 def _run_final(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.final import run_final_stage
 
-    run_final_stage(cfg, use_ray=use_ray)
+    run_final_stage(cfg.context(), cfg.final, search=cfg.search, predictor=cfg.predictor, quant=cfg.quant,
+                    use_ray=use_ray)
 
 
 def _run_report(cfg: RunConfig, use_ray: bool) -> None:
     from ems_ray.report import run_report_stage
 
-    run_report_stage(cfg)
+    run_report_stage(cfg.context())
 
 
 def _outputs(paths: Callable[[RunLayout, RunConfig], list[Path]]) -> Callable[[RunConfig], list[str]]:

@@ -13,7 +13,8 @@ Training without Ray:
     save_predictors(trained, run_dir / "predictor")                    # fp.pt, quant.pt, metrics.json
     spread = metrics_over_seeds(data, PredictorConfig(), space, 0, first=trained.metrics())  # test mean ± sd
 
-With Ray: `run_predictor_stage(cfg)` (the `ems-ray train-predictor` command), which runs one
+With Ray: `run_predictor_stage(run, predictor_config)` (the `ems-ray train-predictor` command; `run`
+is the run's `RunContext`, from `RunConfig.context()`), which runs one
 training in-process or, with `predictor.mode: tune`, a Ray Tune search (`tune_predictors`).
 """
 from ems_ray._lazy import lazy_exports

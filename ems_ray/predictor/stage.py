@@ -5,6 +5,8 @@
     <run_dir>/predictor/metrics.json   metrics (early-stopping `val_*`, reported `test_*`), the test
                                        metrics' mean ± sd over `report_seeds` trainings (`report`),
                                        settings, data summary, fingerprint
+
+Takes the run's shared settings (`RunContext`: space, seed, Ray) and its `predictor` section.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .config import PredictorConfig, apply_overrides
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
+    from ems_ray.run_context import RunContext
     from ems_ray.space import SearchSpace
 
 
@@ -97,7 +99,7 @@ def describe_report(summary: dict) -> list[str]:
     return lines
 
 
-def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
+def run_predictor_stage(run: RunContext, config: PredictorConfig, force: bool = False) -> Path:
     """Train (or Tune-search) the predictors of a run into `<run_dir>/predictor/`.
 
     Skipped when `metrics.json` there records the same data, settings, space and seed and the
@@ -106,14 +108,14 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
     """
     import torch
 
-    pc = cfg.predictor
-    space = cfg.search_space()
-    layout = RunLayout.of(cfg)
+    pc = config
+    space = run.search_space()
+    layout = run.layout
     out = layout.predictor_dir
     data = load_collected(pc.data_dir or layout.collect_dir, space, pc.quant_scheme)
     for note in data.notes:
         logger.info(f"[predictor] note: {note}")
-    fingerprint = stage_fingerprint(data, pc, space, cfg.seed)
+    fingerprint = stage_fingerprint(data, pc, space, run.seed)
     metrics_file = layout.predictor_metrics
     if not force and _is_done(layout, fingerprint, space):
         logger.info(f"[predictor] {out} is up to date with the collected data: stage already done")
@@ -124,21 +126,21 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
     logger.info(f"[predictor] {summary['fp']['rows']} FP rows, {summary['quant']['rows']} quantized rows; "
                 f"mode {pc.mode}")
     t0 = time.perf_counter()
-    extra = {"fingerprint": fingerprint, "data": summary, "seed": cfg.seed, "mode": pc.mode,
+    extra = {"fingerprint": fingerprint, "data": summary, "seed": run.seed, "mode": pc.mode,
              "config": pc.model_dump(mode="json")}
     if pc.mode == "single":
-        trained = train_predictors(data, pc, space, cfg.seed, on_epoch=_log_epoch(10))
-        report = metrics_over_seeds(data, pc, space, cfg.seed, first=trained.metrics())
+        trained = train_predictors(data, pc, space, run.seed, on_epoch=_log_epoch(10))
+        report = metrics_over_seeds(data, pc, space, run.seed, first=trained.metrics())
         save_predictors(trained, out, {**extra, "report": report, "seconds": round(time.perf_counter() - t0, 1)})
     else:
         from ems_ray.ray_session import ray_session
 
         from .ray_tune import tune_predictors
 
-        with ray_session(cfg.ray):
+        with ray_session(run.ray):
             # named by the fingerprint: re-running resumes an interrupted search of the same data and
             # settings, while new data or settings start a fresh one
-            best = tune_predictors(data, pc, space, cfg.seed, storage=out / "tune", name=f"{cfg.name}-{fingerprint}")
+            best = tune_predictors(data, pc, space, run.seed, storage=out / "tune", name=f"{run.name}-{fingerprint}")
         for f in PREDICTOR_FILES:
             if (best.checkpoint_dir / f).is_file():
                 copy_artifact(best.checkpoint_dir / f, out / f, "predictor file", PredictorFileError, RECOVER)
@@ -147,7 +149,7 @@ def run_predictor_stage(cfg: RunConfig, force: bool = False) -> Path:
         summary_json = read_predictor_summary(metrics_file)
         # the spread of the chosen settings, retrained here with the further seeds (trials ran one each)
         best_config = PredictorConfig.model_validate(apply_overrides(pc.model_dump(mode="json"), best.trial_config))
-        report = metrics_over_seeds(data, best_config, space, cfg.seed, first=summary_json["metrics"])
+        report = metrics_over_seeds(data, best_config, space, run.seed, first=summary_json["metrics"])
         summary_json.update(extra, report=report, seconds=round(time.perf_counter() - t0, 1),
                             best_trial=best.trial_config, trials=best.trials)
         write_predictor_summary(metrics_file, summary_json)

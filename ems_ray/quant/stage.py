@@ -2,6 +2,8 @@
 
 The sidecar's metrics hold the validation accuracies the recipe measured and, on the test split,
 the accuracy of the PyTorch fake-quant model and of the exported graph run in ONNX Runtime.
+
+Takes the run's shared settings (`RunContext`: space, data, seed, cost table) and its recipe (`quant`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from ems_ray.artifacts import write_artifact
 from ems_ray.data import build_splits, make_loader, normalization
 from ems_ray.errors import InputError
 from ems_ray.hardware import run_cost_table
-from ems_ray.run_layout import RunLayout
 from ems_ray.space import SubnetConfig
 from ems_ray.supernet import evaluate
 from ems_ray.supernet.checkpoint import load_supernet
@@ -25,7 +26,9 @@ from .recipe import quantize_subnet
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
+    from ems_ray.run_context import RunContext
+
+    from .config import QuantRecipe
 
 EXPORT_NAME = "model"  # <out>/model.onnx and model.json
 
@@ -34,10 +37,10 @@ class ExportExistsError(InputError):
     """The output folder holds the export of another sub-net, which `--force` would replace."""
 
 
-def export_folder(cfg: RunConfig, subnet_path: Path, subnet: SubnetConfig) -> Path:
+def export_folder(run: RunContext, subnet_path: Path, subnet: SubnetConfig) -> Path:
     """`<run_dir>/export/<file stem>-<sub-net digest>`: one folder per sub-net, so exporting
     another sub-net (say `best.yaml` of another budget) never replaces this one."""
-    return RunLayout.of(cfg).export(f"{Path(subnet_path).stem}-{subnet.digest()}")
+    return run.layout.export(f"{Path(subnet_path).stem}-{subnet.digest()}")
 
 
 def check_replaceable(out: Path, subnet: SubnetConfig, force: bool) -> None:
@@ -56,27 +59,26 @@ def check_replaceable(out: Path, subnet: SubnetConfig, force: bool) -> None:
                                 "cannot be read); pass --force to replace it, or --out another folder")
 
 
-def export_subnet(cfg: RunConfig, subnet_path: Path, supernet_path: Path | None = None,
+def export_subnet(run: RunContext, quant: QuantRecipe, subnet_path: Path, supernet_path: Path | None = None,
                   out_dir: Path | None = None, force: bool = False) -> ExportedFiles:
     """Quantize, fine-tune and evaluate the sub-net in `subnet_path`, then export it to `out_dir`
     (default `export_folder`); an export of another sub-net there is replaced only when `force`."""
-    space = cfg.search_space()
+    space = run.search_space()
     subnet = SubnetConfig.from_yaml(subnet_path, space)  # validated before any work
-    out = Path(out_dir) if out_dir is not None else export_folder(cfg, subnet_path, subnet)
+    out = Path(out_dir) if out_dir is not None else export_folder(run, subnet_path, subnet)
     check_replaceable(out, subnet, force)
-    layout = RunLayout.of(cfg)
-    supernet = load_supernet(supernet_path or layout.supernet, space)
-    splits = build_splits(cfg.data)
-    train = make_loader(splits.train, cfg.data.batch_size, shuffle=True, seed=cfg.seed)
-    val = make_loader(splits.val, cfg.data.eval_batch_size)
-    test = make_loader(splits.test, cfg.data.eval_batch_size)
-    result = quantize_subnet(supernet, subnet, cfg.quant, train, val, seed=cfg.seed)
+    supernet = load_supernet(supernet_path or run.layout.supernet, space)
+    splits = build_splits(run.data)
+    train = make_loader(splits.train, run.data.batch_size, shuffle=True, seed=run.seed)
+    val = make_loader(splits.val, run.data.eval_batch_size)
+    test = make_loader(splits.test, run.data.eval_batch_size)
+    result = quantize_subnet(supernet, subnet, quant, train, val, seed=run.seed)
     test_acc_quant, _ = evaluate(result.model, test)
     metrics = {"val_acc_fp": result.fp_acc, "val_acc_quant": result.quant_acc, "test_acc_quant": test_acc_quant}
-    files = export_quantized(result.model, subnet, result.policy, out, cost=run_cost_table(cfg), name=EXPORT_NAME,
+    files = export_quantized(result.model, subnet, result.policy, out, cost=run_cost_table(run), name=EXPORT_NAME,
                              calibration=train,
-                             calibration_batches=cfg.quant.calib_batches, metrics=metrics,
-                             normalization=normalization(cfg.data))
+                             calibration_batches=quant.calib_batches, metrics=metrics,
+                             normalization=normalization(run.data))
     exported = load_exported(files.sidecar)
     test_acc_onnx, _ = evaluate(exported, test)
     exported.sidecar["metrics"]["test_acc_onnx"] = test_acc_onnx

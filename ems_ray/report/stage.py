@@ -28,7 +28,7 @@ from ems_ray.stats import NOISE_RULE, exceeds_noise
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
+    from ems_ray.run_context import RunContext
 
 REPORT_DIR = RunLayout(Path(".")).report_dir.name
 MARKERS = {name: method.marker for name, method in FINAL_METHODS.items()}
@@ -282,8 +282,8 @@ def build_report(run_dir: Path, config_name: str) -> Path:
     return path
 
 
-def run_report_stage(cfg: RunConfig) -> Path:
-    """The report of `cfg`'s run directory; returns `<run_dir>/report/report.md`'s folder."""
-    path = build_report(Path(cfg.run_dir), cfg.name)
+def run_report_stage(run: RunContext) -> Path:
+    """The report of `run`'s run directory; returns `<run_dir>/report/report.md`'s folder."""
+    path = build_report(run.run_dir, run.name)
     logger.info(f"[report] wrote {path}")
     return path.parent

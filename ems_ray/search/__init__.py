@@ -11,10 +11,11 @@ Every searcher is a `BatchSearch` (ask a batch of rows, tell their scores): the 
 search (`RandomSearch`, `run_local_random`) and Optuna TPE and NSGA-II (`OptunaSearch`). The same
 objects run under Ray Tune, one trial per batch (`EvolutionSearcher`, `RandomSearcher`,
 `optuna_searcher`), over the same batch-scoring trainable: `run_tune_search`.
-A run's stages: `run_search_stage(cfg, budget)` (`ems-ray search`), `run_compare_stage(cfg,
-budget)` (`ems-ray compare-searchers`: all four at the same number of scored candidates) and
-`run_pareto_stage(cfg, objectives)` (`ems-ray search --pareto`: the non-dominated set over accuracy
-and one or two costs in one run, `ParetoEvolution` or Optuna NSGA-II).
+A run's stages, each given the run's `RunContext` (`RunConfig.context()`) and its `search` section:
+`run_search_stage(run, search, budget)` (`ems-ray search`), `run_compare_stage(run, search, budget)`
+(`ems-ray compare-searchers`: all four at the same number of scored candidates) and
+`run_pareto_stage(run, search, objectives)` (`ems-ray search --pareto`: the non-dominated set over
+accuracy and one or two costs in one run, `ParetoEvolution` or Optuna NSGA-II).
 """
 from ems_ray._lazy import lazy_exports
 

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ems_ray.errors import InputError
-from ems_ray.run_layout import RunLayout
 from ems_ray.space import Genome
 
 from ._scoring import CandidateScorer, pareto_front, within
@@ -45,7 +44,9 @@ from .config import Budget, CompareConfig, EvolutionConfig
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
+    from ems_ray.run_context import RunContext
+
+    from .config import SearchConfig
 
 SUMMARY_COLUMNS = ("algorithm", "scored", "best_accuracy", "latency_ms", "energy_mj", "bitops", "seconds",
                    "candidates_per_s")
@@ -243,17 +244,17 @@ def _read_seconds(folder: Path) -> float:
     return float(json.loads(path.read_text())["seconds"]) if path.is_file() else 0.0
 
 
-def run_compare_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer: CandidateScorer | None = None
-                      ) -> Path:
+def run_compare_stage(run: RunContext, config: SearchConfig, budget: Budget | str | None = None,
+                      scorer: CandidateScorer | None = None) -> Path:
     """Compare `search.compare.algorithms` on the run's predictor and LUT (as `run_search_stage`
     loads them) under `budget` (default `search.budget`); returns `<run_dir>/compare/<budget>/`."""
     from ems_ray.ray_session import ray_session
 
     from .stage import prepare_search
 
-    budget, scorer = prepare_search(cfg, budget, scorer)
-    out = RunLayout.of(cfg).compare(budget)
-    sc = cfg.search
-    with ray_session(cfg.ray):
-        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, cfg.seed, sc.max_concurrent, batch=sc.batch)
+    sc = config
+    budget, scorer = prepare_search(run, sc, budget, scorer)
+    out = run.layout.compare(budget)
+    with ray_session(run.ray):
+        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, run.seed, sc.max_concurrent, batch=sc.batch)
     return out

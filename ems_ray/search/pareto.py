@@ -40,7 +40,6 @@ import numpy as np
 
 from ems_ray.artifacts import read_verified, write_artifact
 from ems_ray.errors import InputError
-from ems_ray.run_layout import RunLayout
 from ems_ray.space import Genome
 
 from ._evolution import ParetoEvolution
@@ -49,9 +48,11 @@ from ._scoring import COST_KEYS, CandidateScorer, check_feasible, costliest_cost
 from .config import ACCURACY, BUDGET_UNITS, PARETO_ALGORITHMS, Budget, EvolutionConfig, Objectives
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
     from ems_ray.hardware import CostTable
+    from ems_ray.run_context import RunContext
     from ems_ray.space import SearchSpace
+
+    from .config import SearchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def front_png(scores: dict[str, np.ndarray], objectives: Objectives, budget: Bud
 
 
 # ----- the stage -----------------------------------------------------------------------------------
-def run_pareto_stage(cfg: RunConfig, objectives: Objectives | str | list[str] | None = None,
+def run_pareto_stage(run: RunContext, config: SearchConfig, objectives: Objectives | str | list[str] | None = None,
                      budget: Budget | str | None = None, scorer: CandidateScorer | None = None
                      ) -> tuple[ParetoResult, Path]:
     """The front of the run's space over `objectives` (default `search.pareto.objectives`) under the
@@ -292,7 +293,7 @@ def run_pareto_stage(cfg: RunConfig, objectives: Objectives | str | list[str] | 
     `<run_dir>/pareto/<objectives>[-within-<budget>]/`."""
     from .stage import load_scorer
 
-    sc, pc = cfg.search, cfg.search.pareto
+    sc, pc = config, config.pareto
     objectives = objectives if objectives is not None else pc.objectives
     if objectives is None:
         raise InputError("no objectives: pass --pareto accuracy,latency_ms (two or three of "
@@ -308,13 +309,13 @@ def run_pareto_stage(cfg: RunConfig, objectives: Objectives | str | list[str] | 
     budget = budget if budget is None or isinstance(budget, Budget) else Budget.parse(budget)
     from ems_ray.hardware import run_cost_table
 
-    table = scorer.table if scorer is not None else run_cost_table(cfg)
+    table = scorer.table if scorer is not None else run_cost_table(run)
     if budget is not None:
         check_feasible(table, budget)
-    scorer = scorer or load_scorer(cfg, table)
-    result = run_local_pareto(scorer, objectives, budget, sc.algorithm, pc.evolution, sc.num_samples, cfg.seed,
+    scorer = scorer or load_scorer(run, sc, table)
+    result = run_local_pareto(scorer, objectives, budget, sc.algorithm, pc.evolution, sc.num_samples, run.seed,
                               check=False)
-    out = write_front(result, scorer.space, RunLayout.of(cfg).pareto(objectives, budget))
+    out = write_front(result, scorer.space, run.layout.pareto(objectives, budget))
     logger.info("[pareto] %s%s: %d points from %d candidates in %.2f s, hypervolume %.4g -> %s",
                 objectives.describe(), "" if budget is None else f" within {budget.describe()}", len(result),
                 result.scored, result.seconds, result.hypervolume, out)

@@ -2,6 +2,9 @@
 
     <run_dir>/search/<budget>/best.yaml     the best sub-net (`SubnetConfig`, for `ems-ray export`)
     <run_dir>/search/<budget>/result.json   algorithm, budget, scores, candidates scored, time, history
+
+Takes the run's shared settings (`RunContext`: run folder, seed, Ray, cost table) and its `search`
+section.
 """
 from __future__ import annotations
 
@@ -10,25 +13,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ems_ray.errors import InputError
-from ems_ray.run_layout import RunLayout
 
 from ._local import SearchResult, run_local_evolution, run_local_random
 from ._scoring import CandidateScorer, check_feasible
 from .config import Budget
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
     from ems_ray.hardware import CostTable
+    from ems_ray.run_context import RunContext
 
-def load_scorer(cfg: RunConfig, table: CostTable | None = None) -> CandidateScorer:
+    from .config import SearchConfig
+
+
+def load_scorer(run: RunContext, config: SearchConfig, table: CostTable | None = None) -> CandidateScorer:
+    """The scorer of `search.predictor` (the quantization-aware one when there is one) on `table`
+    (default: the run's cost table)."""
     from ems_ray.hardware import run_cost_table
     from ems_ray.predictor import load_run_predictors
 
-    table = table or run_cost_table(cfg)
-    fp, quant = load_run_predictors(cfg.run_dir, table.space)
-    which = cfg.search.predictor
+    table = table or run_cost_table(run)
+    fp, quant = load_run_predictors(run.run_dir, table.space)
+    which = config.predictor
     if which == "quant" and quant is None:
-        raise FileNotFoundError(f"search.predictor is 'quant' but {RunLayout.of(cfg).predictor('quant')} "
+        raise FileNotFoundError(f"search.predictor is 'quant' but {run.layout.predictor('quant')} "
                                 "does not exist")
     return CandidateScorer(fp if which == "fp" or quant is None else quant, table)
 
@@ -43,39 +50,39 @@ def save_result(result: SearchResult, scorer: CandidateScorer, out_dir: str | Pa
     return out_dir
 
 
-def prepare_search(cfg: RunConfig, budget: Budget | str | None, scorer: CandidateScorer | None = None
-                   ) -> tuple[Budget, CandidateScorer]:
+def prepare_search(run: RunContext, config: SearchConfig, budget: Budget | str | None,
+                   scorer: CandidateScorer | None = None) -> tuple[Budget, CandidateScorer]:
     """The budget (`budget`, else `search.budget`), checked against the LUT before the predictors
     load so a bad budget fails fast, and the run's scorer (unless one is given)."""
-    budget = budget if budget is not None else cfg.search.budget
+    budget = budget if budget is not None else config.budget
     if budget is None:
         raise InputError("no budget: pass --budget latency=...ms (or energy=...mJ, bitops=...G) or set search.budget")
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     from ems_ray.hardware import run_cost_table
 
-    table = scorer.table if scorer is not None else run_cost_table(cfg)
+    table = scorer.table if scorer is not None else run_cost_table(run)
     check_feasible(table, budget)
-    return budget, scorer or load_scorer(cfg, table)
+    return budget, scorer or load_scorer(run, config, table)
 
 
-def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer: CandidateScorer | None = None
-                     ) -> tuple[SearchResult, Path]:
+def run_search_stage(run: RunContext, config: SearchConfig, budget: Budget | str | None = None,
+                     scorer: CandidateScorer | None = None) -> tuple[SearchResult, Path]:
     """Search the run's space under `budget` (default `search.budget`) and save the best sub-net."""
-    sc = cfg.search
-    budget, scorer = prepare_search(cfg, budget, scorer)
-    out = RunLayout.of(cfg).search(budget)
+    sc = config
+    budget, scorer = prepare_search(run, sc, budget, scorer)
+    out = run.layout.search(budget)
     if sc.mode == "local" and sc.algorithm == "evolution":
-        result = run_local_evolution(scorer, budget, sc.evolution, cfg.seed, check=False)
+        result = run_local_evolution(scorer, budget, sc.evolution, run.seed, check=False)
     elif sc.mode == "local" and sc.algorithm == "random":
-        result = run_local_random(scorer, budget, sc.num_samples, cfg.seed, check=False,
+        result = run_local_random(scorer, budget, sc.num_samples, run.seed, check=False,
                                   max_resample_rounds=sc.evolution.max_resample_rounds)
     else:
         from ems_ray.ray_session import ray_session
 
         from .tune import run_tune_search
 
-        with ray_session(cfg.ray):
-            result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, cfg.seed,
+        with ray_session(run.ray):
+            result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, run.seed,
                                      storage=out / "tune", name=sc.algorithm, max_concurrent=sc.max_concurrent,
                                      check=False, batch=sc.batch)
     return result, save_result(result, scorer, out)

@@ -1,4 +1,6 @@
-"""The super-network stage of a run: train (or resume) into `<run_dir>/supernet/`."""
+"""The super-network stage of a run: train (or resume) into `<run_dir>/supernet/`.
+
+Takes the run's shared settings (`RunContext`: space, data, seed, Ray) and its `supernet` section."""
 from __future__ import annotations
 
 import json
@@ -10,7 +12,6 @@ from ems_ray.artifacts import json_digest
 from ems_ray.console import current_verbosity
 from ems_ray.data import build_splits
 from ems_ray.errors import InputError
-from ems_ray.run_layout import RunLayout
 from ems_ray.space import space_fingerprint
 from ems_ray.supernet.checkpoint import SupernetFileError, read_supernet_file, save_supernet, trained_phases
 
@@ -21,30 +22,31 @@ from .progressive import InitialWeights, LoopInputs, train_supernet
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ems_ray.config import RunConfig
+    from ems_ray.run_context import RunContext
 
-def schedule_fingerprint(cfg: RunConfig) -> str:
+
+def schedule_fingerprint(run: RunContext, train: SupernetTrainConfig) -> str:
     """What makes two runs the same training run (resources may change between resumes)."""
-    keep = {"space": cfg.search_space().model_dump(mode="json"), "seed": cfg.seed,
-            "data": cfg.data.model_dump(mode="json"),
-            "train": cfg.supernet.model_dump(mode="json", exclude={"workers", "use_gpu", "cpus_per_worker",
+    keep = {"space": run.search_space().model_dump(mode="json"), "seed": run.seed,
+            "data": run.data.model_dump(mode="json"),
+            "train": train.model_dump(mode="json", exclude={"workers", "use_gpu", "cpus_per_worker",
                                                                    "max_failures", "threads_per_worker"})}
     return json_digest(keep)
 
 
-def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
+def run_supernet_stage(run: RunContext, train: SupernetTrainConfig, use_ray: bool = True) -> Path:
     """Train the super network unless `<run_dir>/supernet/supernet.pt` already exists and verifies
     (a damaged one fails with SupernetFileError and is left as it is)."""
-    layout = RunLayout.of(cfg)
+    layout = run.layout
     out, final = layout.supernet_dir, layout.supernet
     if final.is_file():
         read_supernet_file(final)
         logger.info(f"[train] {final} exists: stage already done")
         return final
-    space = cfg.search_space()
-    build_splits(cfg.data)  # fail on missing data before any worker starts
-    initial = continued_weights(cfg.supernet, space) if cfg.supernet.continue_from else None
-    fingerprint = schedule_fingerprint(cfg)
+    space = run.search_space()
+    build_splits(run.data)  # fail on missing data before any worker starts
+    initial = continued_weights(train, space) if train.continue_from else None
+    fingerprint = schedule_fingerprint(run, train)
     marker = layout.supernet_schedule
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
         raise InputError(
@@ -53,25 +55,25 @@ def run_supernet_stage(cfg: RunConfig, use_ray: bool = True) -> Path:
         )
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
-    inputs = LoopInputs(space=space, data=cfg.data, train=cfg.supernet, seed=cfg.seed, verbosity=current_verbosity(),
+    inputs = LoopInputs(space=space, data=run.data, train=train, seed=run.seed, verbosity=current_verbosity(),
                         initial=initial)
     checkpoints = LocalSession(layout.supernet_checkpoints)
     state = checkpoints.restore()
-    if state is not None and state["epoch"] == cfg.supernet.total_epochs - 1:
+    if state is not None and state["epoch"] == train.total_epochs - 1:
         logger.info(f"[train] the last epoch's checkpoint exists: writing {final} from it")
     elif use_ray:
         from ems_ray.ray_session import ray_session
 
         from .ray_trainer import fit_on_ray
 
-        with ray_session(cfg.ray):
+        with ray_session(run.ray):
             state = fit_on_ray(inputs, storage=layout.supernet_ray, mirror=layout.supernet_checkpoints.resolve())
     else:
         state = train_supernet(inputs, checkpoints)
     layout.supernet_history.write_text(json.dumps(state["history"], indent=1))
-    phases = [{"name": p.name, "quantize": p.quantize} for p in cfg.supernet.phases]
+    phases = [{"name": p.name, "quantize": p.quantize} for p in train.phases]
     save_supernet(final, space, state["model"], {"fingerprint": fingerprint, "final": state["history"][-1],
-                                                 "phases": phases, "quantization_aware": any(p.quantize for p in cfg.supernet.phases)})
+                                                 "phases": phases, "quantization_aware": any(p.quantize for p in train.phases)})
     logger.info(f"[train] wrote {final}")
     return final
 
