@@ -42,7 +42,7 @@ class RunLayout:
 
     @classmethod
     def of(cls, cfg) -> RunLayout:
-        """The layout of a run config's `run_dir`."""
+        """The layout of the `run_dir` of a run config or a `RunContext`."""
         return cls(Path(cfg.run_dir))
 
     def relative(self, path: Path) -> str:
