@@ -157,7 +157,8 @@ def _batches(todo: PlannedSamples, costs: dict[str, np.ndarray], size: int) -> l
     return out
 
 
-def _run_on_ray(run: RunContext, config: CollectConfig, spec: WorkerSpec, state: dict, batches: list[dict], write, log) -> int:
+def _run_on_ray(run: RunContext, config: CollectConfig, spec: WorkerSpec, state: dict, batches: list[dict], write,
+                log) -> int:
     """Measure `batches` on the configured Ray backend; returns how many batches were lost and re-run."""
     from ems_ray.ray_session import ray_session
 
