@@ -104,9 +104,13 @@ def _run_config(root, inputs, **train_update) -> RunConfig:
                      supernet=inputs.train.model_copy(update=train_update), ray=RayConfig(num_cpus=1))
 
 
+def _train(cfg: RunConfig):
+    return run_supernet_stage(cfg.context(), cfg.supernet, use_ray=False)
+
+
 def test_continue_from_trains_only_the_new_phases_and_records_them(tmp_path):
     inputs = tiny_inputs()
-    float_file = run_supernet_stage(_run_config(tmp_path / "float", inputs), use_ray=False)
+    float_file = _train(_run_config(tmp_path / "float", inputs))
     blob = read_supernet_file(float_file)
     assert [p["name"] for p in trained_phases(blob)] == ["full", "kernel", "width"]
     assert not is_quantization_aware(blob)
@@ -115,7 +119,7 @@ def test_continue_from_trains_only_the_new_phases_and_records_them(tmp_path):
 
     phases = [*inputs.train.phases, PhaseConfig(**QUANT_PHASE)]
     cfg = _run_config(tmp_path / "qa", inputs, phases=phases, continue_from=str(float_file))
-    qa_file = run_supernet_stage(cfg, use_ray=False)
+    qa_file = _train(cfg)
     history = json.loads((tmp_path / "qa" / "supernet" / "history.json").read_text())
     assert [h["phase"] for h in history] == ["quant"] and history[0]["epoch"] == 3
     qa = read_supernet_file(qa_file)
@@ -137,13 +141,13 @@ def test_continue_from_trains_only_the_new_phases_and_records_them(tmp_path):
 
 def test_continue_from_refuses_a_schedule_that_does_not_extend_the_file(tmp_path):
     inputs = tiny_inputs()
-    float_file = run_supernet_stage(_run_config(tmp_path / "float", inputs), use_ray=False)
+    float_file = _train(_run_config(tmp_path / "float", inputs))
     renamed = [p.model_copy(update={"name": f"other-{p.name}"}) if i == 1 else p
                for i, p in enumerate(inputs.train.phases)]
     for phases in (inputs.train.phases, [*renamed, PhaseConfig(**QUANT_PHASE)]):
         cfg = _run_config(tmp_path / "bad", inputs, phases=phases, continue_from=str(float_file))
         with pytest.raises(Exception, match=r"must start with them \(by name\) and add at least one more"):
-            run_supernet_stage(cfg, use_ray=False)
+            _train(cfg)
 
 
 def test_an_older_file_names_its_phases_from_its_last_epoch():

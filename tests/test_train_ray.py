@@ -85,7 +85,8 @@ def test_quant_phase_on_two_workers_survives_a_killed_worker(ray_local, tmp_path
 
     base = tiny_inputs()
     common = dict(name="tiny", seed=base.seed, space="fmnist-small", data=base.data, ray=RayConfig(num_cpus=2))
-    float_file = run_supernet_stage(RunConfig(run_dir=tmp_path / "float", supernet=base.train, **common), use_ray=False)
+    float_cfg = RunConfig(run_dir=tmp_path / "float", supernet=base.train, **common)
+    float_file = run_supernet_stage(float_cfg.context(), float_cfg.supernet, use_ray=False)
     quant = PhaseConfig(name="quant", epochs=2, lr=0.01, subnets_per_step=2, quantize=True, float_subnets=1)
     cfg = RunConfig(run_dir=tmp_path / "qa", **common, supernet=base.train.model_copy(update={
         "phases": [*base.train.phases, quant], "continue_from": str(float_file),
@@ -96,7 +97,7 @@ def test_quant_phase_on_two_workers_survives_a_killed_worker(ray_local, tmp_path
 
     real = stage.LoopInputs
     monkeypatch.setattr(stage, "LoopInputs", lambda **kw: real(**kw, log=KillOnce(marker, 5)))
-    path = run_supernet_stage(cfg, use_ray=True)
+    path = run_supernet_stage(cfg.context(), cfg.supernet, use_ray=True)
     log = marker.with_suffix(".log").read_text()
     assert marker.exists() and "resumed after epoch 4 of 5" in log
     assert log.count("epoch 4/5 quant |") == 1
