@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ems_ray.collect.config import CollectConfig
 from ems_ray.data.config import DataConfig
 from ems_ray.dotted import set_dotted
 from ems_ray.errors import InputError, validation_problems
 from ems_ray.final.config import FinalConfig
+from ems_ray.hardware.targets import BitFusionTarget, HardwareTarget
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.config import QuantRecipe
-from ems_ray.search.config import SearchConfig
+from ems_ray.search.config import Budget, SearchConfig
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.space.yaml_model import read_yaml_file
 from ems_ray.train.config import SupernetTrainConfig
@@ -54,6 +55,8 @@ class RunConfig(BaseModel):
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
+    hardware: HardwareTarget = Field(default_factory=BitFusionTarget,
+                                     description="what latency means: kind bitfusion (model) or onnxruntime-cpu (measured)")
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("space")
@@ -71,6 +74,17 @@ class RunConfig(BaseModel):
         if "space" in info.data:  # an unknown space is reported on its own
             v.check_space(resolve_space(info.data["space"]))
         return v
+
+    @model_validator(mode="after")
+    def _hardware_fits(self) -> RunConfig:
+        """The target must run some sub-net of the space, and a measured one has no energy to budget."""
+        self.hardware.check_space(self.search_space())
+        if self.hardware.measured:
+            for text in [*self.final.budgets, *([self.search.budget] if self.search.budget else [])]:
+                if "energy_mj" in Budget.parse(text).limits():
+                    raise InputError(f"budget '{text}': hardware '{self.hardware.kind}' measures latency only; "
+                                     f"budget latency (ms), macs or bitops")
+        return self
 
     def search_space(self) -> SearchSpace:
         return resolve_space(self.space)

@@ -81,7 +81,8 @@ def run_collect_stage(cfg: RunConfig, kind: str, *, points: int | None = None, s
     spec = WorkerSpec(kind=kind, space=space, data=cfg.data, bn_batches=cc.bn_batches, val_images=val_images,
                       recipe=cc.quant_recipe or cfg.quant, supernet_sha256=sha,
                       threads=cc.resources.torch_threads(), device=cc.device)
-    plan = SamplingPlan(space, kind, cfg.seed, cc.policies_per_arch, cc.scheme2_fraction)
+    plan = SamplingPlan(space, kind, cfg.seed, cc.policies_per_arch, cc.scheme2_fraction,
+                        fixed_bits=cfg.hardware.frozen_bits)  # a target with one precision: only it is measured
     done = store.scan()  # corrupt shards fail here, named
     store.check_manifest({"plan": plan.describe(), "measurement": spec.measurement(), "supernet_sha256": sha,
                           "encoding_version": ENCODING_VERSION})
