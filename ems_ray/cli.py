@@ -129,7 +129,8 @@ def _cmd_lut_validate(args: argparse.Namespace) -> None:
     space, target, path, cfg = _lut_target(args)
     if not target.measured:
         raise InputError("--target: only a measured table can be validated (e.g. --target onnxruntime-cpu)")
-    table = CostTable.load(Path(args.table) if args.table else path, space, target=target, force=args.force)
+    path = Path(args.table) if args.table else path
+    table = CostTable.load(path, space, target=target, force=args.force)
     runner = None
     if cfg is not None and target.resources and not args.local:
         from ems_ray.hardware._ray_build import ray_runner
