@@ -139,7 +139,9 @@ def _cmd_lut_validate(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     report = validate_table(table, args.samples, seed=args.seed, runner=runner)
     out = Path(args.report_dir) if args.report_dir else path.parent / f"{path.stem}-validation"
-    written = write_report(report, out, f"{space.name} on {table.describe_hardware().split(', on ')[0]}")
+    host = table.host or {}
+    written = write_report(report, out, f"{space.name}: onnxruntime {host.get('onnxruntime')}, "
+                                        f"{host.get('threads')} thread(s), batch {host.get('batch')}")
     print(f"validated {path} in {time.perf_counter() - t0:.1f} s; wrote {', '.join(str(p) for p in written)}")
     print(report.summary())
 
