@@ -214,3 +214,25 @@ def test_collection_plan_at_the_targets_bits():
         cols = genome.slot_columns(g)
         assert np.all(genes[:, cols][active] == genome.with_bits(genome.smallest(), 8)[0][cols][0])
     assert plan.describe()["fixed_bits"] == 8 and "fixed_bits" not in SamplingPlan(space, "quant", 0).describe()
+
+
+def test_final_models_run_in_onnx_runtime(tmp_path):
+    """A final model on a measured target: exported (with digest), timed and scored as ONNX."""
+    pytest.importorskip("onnxscript")
+    import torch
+
+    from ems_ray.final._measure import runtime_metrics
+    from ems_ray.quant import QuantPolicy, apply_policy, calibrate
+    from ems_ray.supernet import ElasticSuperNet
+
+    space = load_preset("fmnist-small")
+    genome = Genome(space)
+    config = genome.to_config(genome.with_bits(genome.smallest(), 8)[0])
+    torch.manual_seed(0)
+    q = apply_policy(ElasticSuperNet(space).extract(config).eval(), QuantPolicy.from_subnet(config, space))
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(4)]
+    calibrate(q, batches, 2)
+    out = runtime_metrics(q, batches, batches, {**ORT, "repeats": 3, "warmup": 1}, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").is_file() and (tmp_path / "m.onnx.sha256").is_file()
+    assert out["runtime_latency_ms"] > 0 and 0 <= out["onnx_test_accuracy"] <= 1
