@@ -64,7 +64,9 @@ def validation_genes(table: CostTable, samples: int, seed: int) -> np.ndarray:
     """`samples` distinct random sub-nets at the target's bits, none of them a calibration sub-net."""
     genome = Genome(table.space)
     target = table.target
-    excluded = {row.tobytes() for row in calibration_genes(table.space, target)}
+    calib = (np.asarray(table.calibration["genes"], dtype=np.int16) if table.calibration
+             else calibration_genes(table.space, target))
+    excluded = {row.tobytes() for row in calib}
     rng = np.random.default_rng([seed, 13, 2])
     rows: list[np.ndarray] = []
     seen = set(excluded)
