@@ -1,6 +1,6 @@
 """Hardware targets and the latency table measured in ONNX Runtime (issue 13, sections 2-3).
 
-Real measurements run on a tiny space (17 layers, 4 calibration sub-nets, 3 repeats); tests of
+Real measurements run on a tiny space (a few dozen layers, 6 calibration sub-nets, 5 repeats); tests of
 what a table does (search restriction, scoring, host checks) use tables made from stand-in
 timings, which exercise the same code without the clock.
 """
@@ -41,7 +41,7 @@ def space() -> SearchSpace:
 
 @pytest.fixture(scope="module")
 def target() -> OnnxRuntimeTarget:
-    return OnnxRuntimeTarget(kind="onnxruntime-cpu", repeats=3, warmup=1, calibration_subnets=4)
+    return OnnxRuntimeTarget(kind="onnxruntime-cpu", repeats=5, warmup=1, calibration_subnets=6)
 
 
 def _counting_runner(calls: list, fail_after: int | None = None):
@@ -119,7 +119,8 @@ def test_measured_table_round_trip_scores_and_metadata(built, space):
     assert np.all(np.isinf(table.score(genome.with_bits(rows, 4))["latency_ms"]))  # int4 does not run here
     meta = table.metadata()
     assert {"cpu", "onnxruntime", "threads", "batch", "provider"} <= set(meta["host"])
-    assert meta["network_fit"]["points"] == 4 and len(meta["calibration"]["genes"]) == 4
+    assert meta["network_fit"]["points"] == 6 and len(meta["calibration"]["genes"]) == 6
+    assert meta["network_fit"]["scale"] > 0
 
 
 def test_other_host_is_refused_unless_forced(built, space, monkeypatch):
@@ -141,6 +142,9 @@ def test_network_fit_recovers_its_parameters():
     fit = measured_mod.fit_network(layer_sum, n, 0.05 + 0.9 * layer_sum + 0.002 * n)
     assert fit.constant_ms == pytest.approx(0.05) and fit.scale == pytest.approx(0.9)
     assert fit.per_layer_ms == pytest.approx(0.002) and fit.rms_rel_error < 1e-9
+    near = 0.01 * n + rng.normal(0, 0.001, 20)  # layer sum almost proportional to the count
+    flipped = measured_mod.fit_network(near, n, 0.05 + 0.02 * n - 0.5 * near)  # 3-term fit: scale -0.5
+    assert flipped.scale > 0 and flipped.per_layer_ms == 0.0  # so: constant + scale only
 
 
 def test_layer_models_run_as_integer_kernels(tmp_path):

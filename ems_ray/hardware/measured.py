@@ -373,6 +373,10 @@ def fit_network(layer_sum_ms: np.ndarray, n_layers: np.ndarray, measured_ms: np.
     if len(y) < 4:
         raise MeasurementError(f"calibration: {len(y)} whole sub-nets measured, the fit needs at least 4")
     (c, s, o), *_ = np.linalg.lstsq(x, y, rcond=None)
+    if not s > 0:  # layer sum and layer count are nearly collinear: noise can flip the scale; drop the count
+        logger.warning("network fit: scale %.3g with a per-layer term; fitting constant + scale only", s)
+        (c, s), *_ = np.linalg.lstsq(x[:, :2], y, rcond=None)
+        o = 0.0
     if not s > 0:
         raise MeasurementError(f"calibration: the fit gives whole networks a scale of {s:.3g} on their layers' "
                                f"sum; the measurements are too noisy (more repeats, an idle machine)")
