@@ -80,17 +80,76 @@ def _cmd_space_show(args: argparse.Namespace) -> None:
               f"({len(s.mid_choices)} choices)")
 
 
-def _cmd_lut_build(args: argparse.Namespace) -> None:
-    from ems_ray.hardware import build_lut
+def _lut_target(args: argparse.Namespace):
+    """(space, target, table path, run config or None) of a `lut` command: the run config's space,
+    hardware and `<run_dir>/lut.parquet` when --config is given, else --preset, --target, --out;
+    the target options given on the command line override the config's."""
+    from ems_ray.hardware.targets import parse_target
+    from ems_ray.run_layout import RunLayout
 
-    space = resolve_space(args.preset)
+    cfg = None
+    if args.config:
+        cfg = config_from_args(args)
+        space, target = cfg.search_space(), cfg.hardware
+        if args.target and args.target != target.kind:
+            target = parse_target(args.target)
+    else:
+        space, target = resolve_space(args.preset), parse_target(args.target or "bitfusion")
+    options = {k: getattr(args, k) for k in ("threads", "batch", "repeats", "provider") if getattr(args, k, None)}
+    if options:
+        if not target.measured:
+            raise InputError(f"--{'/--'.join(options)}: options of a measured target (--target onnxruntime-cpu)")
+        target = parse_target({**target.model_dump(), **options})
+    if cfg is not None and not args.out:
+        path = Path(cfg.search.lut) if cfg.search.lut else RunLayout.of(cfg).lut
+    else:
+        suffix = "" if target.kind == "bitfusion" else f"-{target.kind}"
+        path = Path(args.out or "runs/lut") / f"lut-{space.name}{suffix}.parquet"
+    return space, target, path, cfg
+
+
+def _cmd_lut_build(args: argparse.Namespace) -> None:
+    from ems_ray.hardware import build_lut, build_measured_lut
+
+    space, target, out, cfg = _lut_target(args)
     t0 = time.perf_counter()
-    table = build_lut(space, progress=True)
-    out = Path(args.out) / f"lut-{space.name}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.save(out)
+    if target.measured:
+        runner = None
+        if cfg is not None and target.resources and not args.local:
+            from ems_ray.hardware._ray_build import ray_runner
+
+            runner = ray_runner(cfg.context(), target)
+        table = build_measured_lut(space, target, out, runner=runner)
+    else:
+        table = build_lut(space, target.config, progress=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.save(out)
     print(f"built {out} in {time.perf_counter() - t0:.1f} s")
     print(table.summary())
+
+
+def _cmd_lut_validate(args: argparse.Namespace) -> None:
+    from ems_ray.hardware import CostTable
+    from ems_ray.hardware.validate import validate_table, write_report
+
+    space, target, path, cfg = _lut_target(args)
+    if not target.measured:
+        raise InputError("--target: only a measured table can be validated (e.g. --target onnxruntime-cpu)")
+    path = Path(args.table) if args.table else path
+    table = CostTable.load(path, space, target=target, force=args.force)
+    runner = None
+    if cfg is not None and target.resources and not args.local:
+        from ems_ray.hardware._ray_build import ray_runner
+
+        runner = ray_runner(cfg.context(), target)
+    t0 = time.perf_counter()
+    report = validate_table(table, args.samples, seed=args.seed, runner=runner)
+    out = Path(args.report_dir) if args.report_dir else path.parent / f"{path.stem}-validation"
+    host = table.host or {}
+    written = write_report(report, out, f"{space.name}: onnxruntime {host.get('onnxruntime')}, "
+                                        f"{host.get('threads')} thread(s), batch {host.get('batch')}")
+    print(f"validated {path} in {time.perf_counter() - t0:.1f} s; wrote {', '.join(str(p) for p in written)}")
+    print(report.summary())
 
 
 def _cmd_train_supernet(args: argparse.Namespace) -> None:
@@ -208,11 +267,29 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--preset", default="fmnist-small", help=f"one of {preset_names()} or a YAML path")
     show.set_defaults(func=_cmd_space_show)
 
-    lut = sub.add_parser("lut", help="BitFusion latency/energy lookup tables").add_subparsers(dest="action", required=True)
-    build = lut.add_parser("build", help="evaluate the hardware model for every layer a space can produce")
-    build.add_argument("--preset", default="fmnist-small", help=f"one of {preset_names()} or a YAML path")
-    build.add_argument("--out", default="runs/lut", help="output folder (default: runs/lut)")
+    lut = sub.add_parser("lut", help="latency lookup tables: the BitFusion model, or measured in ONNX Runtime"
+                         ).add_subparsers(dest="action", required=True)
+    build = lut.add_parser("build", help="price (bitfusion) or time (onnxruntime-cpu) every layer a space can produce")
+    validate = lut.add_parser("validate", help="time whole random sub-nets and compare them with a measured table")
+    for p in (build, validate):
+        p.add_argument("--target", choices=["bitfusion", "onnxruntime-cpu"],
+                       help="hardware target (default: the config's `hardware`, else bitfusion)")
+        p.add_argument("--config", help="run config: its space, `hardware` section and <run_dir>/lut.parquet")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+        p.add_argument("--preset", default="fmnist-small", help=f"without --config: one of {preset_names()} or a YAML path")
+        p.add_argument("--out", help="output folder (default: the run's folder with --config, else runs/lut)")
+        p.add_argument("--threads", type=positive_int, help="measured targets: intra-op threads")
+        p.add_argument("--batch", type=positive_int, help="measured targets: images per run")
+        p.add_argument("--repeats", type=positive_int, help="measured targets: timed runs per model")
+        p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="measured targets: execution provider")
+        p.add_argument("--local", action="store_true", help="measure in this process even if hardware.resources name Ray nodes")
     build.set_defaults(func=_cmd_lut_build)
+    validate.add_argument("--samples", type=positive_int, default=100, help="random sub-nets to time (default 100)")
+    validate.add_argument("--seed", type=int, default=1, help="draws the sub-nets (calibration ones are excluded)")
+    validate.add_argument("--table", help="the table to validate (default: where `lut build` writes it)")
+    validate.add_argument("--report-dir", help="where validation.json/png go (default: beside the table)")
+    validate.add_argument("--force", action="store_true", help="use a table measured on another host or onnxruntime")
+    validate.set_defaults(func=_cmd_lut_validate)
 
     train = sub.add_parser("train-supernet", help="progressive-shrinking training on Ray Train")
     _add_config(train, "e.g. configs/fmnist-quick.yaml")

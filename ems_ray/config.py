@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ems_ray.collect.config import CollectConfig
 from ems_ray.data.config import DataConfig
 from ems_ray.dotted import set_dotted
 from ems_ray.errors import InputError, validation_problems
 from ems_ray.final.config import FinalConfig
+from ems_ray.hardware.targets import BitFusionTarget, HardwareTarget
 from ems_ray.predictor.config import PredictorConfig
 from ems_ray.quant.config import QuantRecipe
 from ems_ray.run_context import RayConfig, RunContext
-from ems_ray.search.config import SearchConfig
+from ems_ray.search.config import Budget, SearchConfig
 from ems_ray.space import SearchSpace, resolve_space
 from ems_ray.space.yaml_model import read_yaml_file
 from ems_ray.train.config import SupernetTrainConfig
@@ -46,6 +47,8 @@ class RunConfig(BaseModel):
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
+    hardware: HardwareTarget = Field(default_factory=BitFusionTarget,
+                                     description="what latency means: kind bitfusion (model) or onnxruntime-cpu (measured)")
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("space")
@@ -64,13 +67,24 @@ class RunConfig(BaseModel):
             v.check_space(resolve_space(info.data["space"]))
         return v
 
+    @model_validator(mode="after")
+    def _hardware_fits(self) -> RunConfig:
+        """The target must run some sub-net of the space, and a measured one has no energy to budget."""
+        self.hardware.check_space(self.search_space())
+        if self.hardware.measured:
+            for text in [*self.final.budgets, *([self.search.budget] if self.search.budget else [])]:
+                if "energy_mj" in Budget.parse(text).limits():
+                    raise InputError(f"budget '{text}': hardware '{self.hardware.kind}' measures latency only; "
+                                     f"budget latency (ms), macs or bitops")
+        return self
+
     def search_space(self) -> SearchSpace:
         return resolve_space(self.space)
 
     def context(self) -> RunContext:
         """The settings every stage shares (`ems_ray.run_context`), passed beside its own section."""
         return RunContext(name=self.name, run_dir=self.run_dir, seed=self.seed, space=self.space, data=self.data,
-                          ray=self.ray, lut=self.search.lut)
+                          ray=self.ray, lut=self.search.lut, hardware=self.hardware)
 
 
 def format_validation_error(err: ValidationError) -> list[str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from ems_ray.data.config import DataConfig
+from ems_ray.hardware.targets import BitFusionTarget, HardwareTarget
 from ems_ray.run_layout import RunLayout
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class RunContext:
     data: DataConfig = field(default_factory=DataConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     lut: str | None = None  # `search.lut`: a cost table to use instead of <run_dir>/lut.parquet
+    hardware: HardwareTarget = field(default_factory=BitFusionTarget)  # what the table prices or measures
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))

@@ -10,6 +10,8 @@ machine derives the same rows for the same sample ids.
   random policy); a scheme-2 group is one random architecture under `policies_per_arch` random
   policies (consecutive sample ids). Each next group is scheme 2 while scheme 2 holds less than
   `scheme2_fraction` of the points so far, so every prefix of the plan has (nearly) that mix.
+- `fixed_bits` (a hardware target that executes one precision, e.g. ONNX Runtime's int8): every
+  quantized point is a random architecture at those bits (scheme 1; scheme 2 would repeat one net).
 
 Gene rows are canonical (`Genome.canonical`: genes of inactive slots are zero); `arch_id`
 identifies the architecture without its bits, so FP and quantized rows of one architecture, and
@@ -56,7 +58,7 @@ class SamplingPlan:
     """The deterministic sequence of points of one kind ("fp" or "quant") for one search space."""
 
     def __init__(self, space: SearchSpace, kind: str, seed: int, policies_per_arch: int = 10,
-                 scheme2_fraction: float = 0.5):
+                 scheme2_fraction: float = 0.5, fixed_bits: int | None = None):
         if kind not in _KIND_CODES:
             raise InputError(f"kind: '{kind}' not allowed; allowed values: {list(_KIND_CODES)}")
         if not 0 <= scheme2_fraction <= 1:
@@ -66,6 +68,9 @@ class SamplingPlan:
         self.space, self.kind, self.seed = space, kind, int(seed)
         self.policies_per_arch, self.scheme2_fraction = int(policies_per_arch), float(scheme2_fraction)
         self.genome = Genome(space)
+        self.fixed_bits = fixed_bits if kind == "quant" else None
+        if self.fixed_bits is not None:
+            self.genome.with_bits(self.genome.smallest(), self.fixed_bits)  # fails early if it is not a choice
         if kind == "fp":
             self.genome.with_bits(self.genome.smallest(), FP_BITS)  # fails early if 8 bits is not a choice
         self._bit_cols = np.concatenate([self.genome.slot_columns(g) for g in (PW_W, PW_A, DW_W, DW_A)])
@@ -75,6 +80,8 @@ class SamplingPlan:
         out = {"version": PLAN_VERSION, "kind": self.kind, "seed": self.seed, "space": self.space.name}
         if self.kind == "quant":
             out |= {"policies_per_arch": self.policies_per_arch, "scheme2_fraction": self.scheme2_fraction}
+        if self.fixed_bits is not None:
+            out["fixed_bits"] = self.fixed_bits
         return out
 
     def arch_ids(self, genes: np.ndarray) -> np.ndarray:
@@ -106,6 +113,10 @@ class SamplingPlan:
             if self.kind == "fp":
                 rows.append(g.sample(rng, 1, fixed_bits=FP_BITS)[0])
                 schemes.append(0)
+                continue
+            if self.fixed_bits is not None:
+                rows.append(g.sample(rng, 1, fixed_bits=self.fixed_bits)[0])
+                schemes.append(1)
                 continue
             arch = g.sample(rng, 1)
             if from_scheme2 < self.scheme2_fraction * max(len(rows), 1):

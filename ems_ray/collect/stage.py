@@ -92,7 +92,8 @@ def run_collect_stage(run: RunContext, config: CollectConfig, kind: str, *, quan
     spec = WorkerSpec(kind=kind, space=space, data=run.data, bn_batches=cc.bn_batches, val_images=val_images,
                       recipe=recipe, supernet_sha256=sha,
                       threads=cc.resources.torch_threads(), device=cc.device)
-    plan = SamplingPlan(space, kind, run.seed, cc.policies_per_arch, cc.scheme2_fraction)
+    plan = SamplingPlan(space, kind, run.seed, cc.policies_per_arch, cc.scheme2_fraction,
+                        fixed_bits=run.hardware.frozen_bits)  # a target with one precision: only it is measured
     done = store.scan()  # corrupt shards fail here, named
     store.check_manifest({"plan": plan.describe(), "measurement": spec.measurement(), "supernet_sha256": sha,
                           "encoding_version": ENCODING_VERSION})

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ems_ray.errors import InputError
 from ems_ray.search import (
-    Budget, CandidateScorer, EvolutionConfig, InfeasibleBudgetError, RestrictedGenome, SearchResult,
-    run_restricted_evolution,
+    Budget, CandidateScorer, EvolutionConfig, InfeasibleBudgetError, SearchResult, run_restricted_evolution,
 )
+from ems_ray.search._restricted import target_genome
 from ems_ray.space import Genome
 
 from .config import FIXED_BITS, SequentialConfig
@@ -32,12 +33,15 @@ def fixed_bits_search(scorer: CandidateScorer, budget: Budget, config: Evolution
     Scored by the quantization-aware predictor: it sees the bits, so 8-bit rows get the accuracy
     it expects of them at 8 bits, and the only difference from the joint search is the restriction.
     """
-    full = Genome(scorer.space)
-    genome = RestrictedGenome(full, full.largest(bits=bits), ("depth", "kernel", "mid"))
+    frozen = scorer.table.target.frozen_bits
+    if frozen is not None and frozen != bits:
+        raise InputError(f"final.methods: fixed{bits} cannot run on hardware '{scorer.table.target.kind}', "
+                         f"which executes {frozen} bits only")
+    genome = target_genome(scorer.table, Genome(scorer.space).largest(bits=bits), ("depth", "kernel", "mid"))
     return run_restricted_evolution(scorer, genome, budget, config, seed, algorithm=f"fixed{bits}")
 
 
-def _bit_blind_step(scorer: CandidateScorer, genome: RestrictedGenome, budget: Budget, config: EvolutionConfig,
+def _bit_blind_step(scorer: CandidateScorer, genome, budget: Budget, config: EvolutionConfig,
                     seed: int, name: str) -> tuple[np.ndarray, dict]:
     """One of the sequential pipeline's first two steps. When nothing of its restricted space fits
     its (reference-precision) budget, the step keeps the restricted space's cheapest row: the best
@@ -67,15 +71,23 @@ def sequential_search(fp_scorer: CandidateScorer, quant_scorer: CandidateScorer,
     genome = Genome(fp_scorer.space)
     t0 = time.perf_counter()
     ref = settings.reference_bits
-    full_width = RestrictedGenome(genome, genome.largest(bits=ref), ("depth", "kernel"))
+    table = fp_scorer.table
+    full_width = target_genome(table, genome.largest(bits=ref), ("depth", "kernel"))
     arch, arch_info = _bit_blind_step(fp_scorer, full_width, scaled(budget, settings.arch_budget_factor), config,
                                       seed, "architecture")
-    pruned, prune_info = _bit_blind_step(fp_scorer, RestrictedGenome(genome, arch, ("mid",)),
+    pruned, prune_info = _bit_blind_step(fp_scorer, target_genome(table, arch, ("mid",)),
                                          scaled(budget, settings.prune_budget_factor), config, seed + 1, "pruning")
     steps = [arch_info, prune_info]
     try:
-        bits = run_restricted_evolution(quant_scorer, RestrictedGenome(genome, pruned, ("bits",)), budget, config,
-                                        seed + 2, algorithm="bits")
+        if table.target.frozen_bits is not None:  # the target runs one precision: there are no bits to choose
+            scores = quant_scorer.score_one(pruned, budget)
+            if not scores.pop("within_budget"):
+                raise InfeasibleBudgetError(f"step 2's network at {table.target.frozen_bits} bits does not fit "
+                                            f"budget {budget.describe()}")
+            bits = SearchResult("bits", budget, pruned, scores, 1, 0.0)
+        else:
+            bits = run_restricted_evolution(quant_scorer, target_genome(table, pruned, ("bits",)), budget, config,
+                                            seed + 2, algorithm="bits")
     except InfeasibleBudgetError as exc:
         raise InfeasibleBudgetError(f"sequential: {exc} (after steps {json.dumps(steps)})") from None
     steps.append({"step": "bits", "budget": budget.describe(), "fallback": False,

@@ -20,11 +20,41 @@ from .config import FinalResources
 logger = logging.getLogger(__name__)
 
 
+def runtime_metrics(model, train, test, hardware: dict, export_path: Path | None) -> dict[str, float]:
+    """The fine-tuned fake-quant model as ONNX Runtime runs it on a measured target: its integer
+    graph (written to `export_path` with its digest), latency timed as the target's table was, and
+    test accuracy of the ONNX model itself."""
+    import itertools
+
+    import numpy as np
+
+    from ems_ray.artifacts import write_artifact
+    from ems_ray.hardware.measured import time_onnx
+    from ems_ray.hardware.targets import parse_target
+    from ems_ray.quant import ExportedModel, int8_onnx_bytes
+    from ems_ray.supernet import evaluate
+
+    target = parse_target(hardware)
+    model = model.cpu().eval()
+    batches = [np.ascontiguousarray(images.numpy()) for images, _ in itertools.islice(train, 4)]
+    onnx_bytes = int8_onnx_bytes(model, batches)
+    if export_path is not None:
+        write_artifact(export_path, onnx_bytes)
+    space = model.space
+    timing = time_onnx(onnx_bytes, "images", (space.image_channels, space.input_resolution, space.input_resolution),
+                       target)
+    accuracy, _ = evaluate(ExportedModel(Path(export_path or "model.onnx"), {}, target.threads, onnx_bytes), test)
+    return {"runtime_latency_ms": timing["median_ms"], "runtime_latency_p90_ms": timing["p90_ms"],
+            "onnx_test_accuracy": float(accuracy)}
+
+
 def measure_subnet(supernet_path: Path, subnet: SubnetConfig, recipe: QuantRecipe, data: DataConfig, seed: int,
-                   threads: int | None = None, gpu_ids: Sequence[int] = ()) -> dict[str, float]:
+                   threads: int | None = None, gpu_ids: Sequence[int] = (), hardware: dict | None = None,
+                   export_path: Path | None = None) -> dict[str, float]:
     """Extract `subnet`, quantize it by its own bits, calibrate and fine-tune on the train split
     (`recipe`), and evaluate float and quantized accuracy on the **test** split. `gpu_ids`: the
-    GPUs this call may use (the Ray task passes the ones Ray assigned); none: the CPU."""
+    GPUs this call may use (the Ray task passes the ones Ray assigned); none: the CPU. On a
+    measured `hardware` target the model is also exported and run in ONNX Runtime (`runtime_metrics`)."""
     import torch
 
     from ems_ray.collect.worker import choose_device
@@ -44,9 +74,10 @@ def measure_subnet(supernet_path: Path, subnet: SubnetConfig, recipe: QuantRecip
     train = make_loader(splits.train, data.batch_size, shuffle=True, seed=seed)
     test = make_loader(splits.test, data.eval_batch_size)
     result = quantize_subnet(supernet, subnet, recipe, train, test, seed=seed)
+    runtime = {} if hardware is None else runtime_metrics(result.model, train, test, hardware, export_path)
     return {"fp_test_accuracy": float(result.fp_acc), "quant_test_accuracy": float(result.quant_acc),
             "finetune_seconds": float(result.finetune_seconds), "measure_seconds": time.perf_counter() - t0,
-            "device": device}
+            "device": device, **runtime}
 
 
 def measure_all(jobs: Iterable[tuple[str, dict]], resources: FinalResources, use_ray: bool,

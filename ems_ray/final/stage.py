@@ -21,6 +21,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ems_ray.artifacts import file_sha256, json_digest, write_atomic
 from ems_ray.console import Progress
 from ems_ray.errors import InputError
@@ -52,7 +54,8 @@ NO_TRANSFER_DIR = "predictor-no-transfer"
 SUMMARY_COLUMNS = ("budget", "method", "status", "predicted_accuracy", "predicted_accuracy_quant",
                    "quant_test_accuracy", "quant_test_accuracy_sd", "fp_test_accuracy", "fp_test_accuracy_sd",
                    "seeds", "quant_test_accuracies", "latency_ms", "energy_mj", "bitops", "macs",
-                   "search_seconds", "measure_seconds", "genes")
+                   "search_seconds", "measure_seconds", "genes", "runtime_latency_ms", "onnx_test_accuracy",
+                   "onnx_test_accuracy_sd")
 MEASURING = "measuring"  # chosen, some seeds still to measure
 
 
@@ -161,7 +164,16 @@ def measured_mean_sd(per_seed: list[dict]) -> dict:
             "fp_test_accuracy": fp["mean"], "fp_test_accuracy_sd": fp["sd"], "seeds": len(per_seed),
             "finetune_seconds": sum(m.get("finetune_seconds", 0.0) for m in per_seed),
             "measure_seconds": sum(m.get("measure_seconds", 0.0) for m in per_seed),
-            "device": per_seed[0].get("device")}
+            "device": per_seed[0].get("device"), **_runtime_mean_sd(per_seed)}
+
+
+def _runtime_mean_sd(per_seed: list[dict]) -> dict:
+    """Measured-target runs: ONNX Runtime latency (median over seeds) and ONNX test accuracy (mean, sd)."""
+    if "runtime_latency_ms" not in per_seed[0]:
+        return {}
+    onnx = mean_sd([m["onnx_test_accuracy"] for m in per_seed])
+    return {"runtime_latency_ms": float(np.median([m["runtime_latency_ms"] for m in per_seed])),
+            "onnx_test_accuracy": onnx["mean"], "onnx_test_accuracy_sd": onnx["sd"]}
 
 
 def write_summary(out: Path, records: list[dict]) -> Path:
@@ -173,6 +185,7 @@ def write_summary(out: Path, records: list[dict]) -> Path:
         row["quant_test_accuracies"] = " ".join(str(m["quant_test_accuracy"]) for m in r.get("per_seed", []))
         row["quant_test_accuracy_sd"] = "" if r.get("quant_test_accuracy_sd") is None else r["quant_test_accuracy_sd"]
         row["fp_test_accuracy_sd"] = "" if r.get("fp_test_accuracy_sd") is None else r["fp_test_accuracy_sd"]
+        row["onnx_test_accuracy_sd"] = "" if r.get("onnx_test_accuracy_sd") is None else r["onnx_test_accuracy_sd"]
         lines.append(row)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_COLUMNS)
@@ -261,9 +274,11 @@ def run_final_stage(run: RunContext, config: FinalConfig, *, search: SearchConfi
             if not todo:  # every seed was measured before the interruption
                 _complete(out, record, inputs)
             subnet = Genome(space).to_config(record["genes"])
+            runtime = ({"hardware": run.hardware.model_dump(mode="json")} if run.hardware.measured else {})
             jobs += [((budget.slug(), method, seed), {
                 "supernet_path": inputs.supernet_path, "subnet": subnet, "recipe": inputs.recipe, "data": run.data,
-                "seed": seed}) for seed in todo]
+                "seed": seed, **runtime, **({"export_path": out / budget.slug() / f"{method}-seed{seed}.onnx"}
+                                            if runtime else {})}) for seed in todo]
 
     def finished(job_key: tuple[str, str, int], metrics: dict) -> None:
         slug, method, seed = job_key

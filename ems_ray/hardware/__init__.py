@@ -1,9 +1,10 @@
-"""BitFusion hardware model: per-layer cost, the search space's layer LUT, batched sub-net scoring.
+"""Hardware targets and their per-layer LUT: the BitFusion model, or latency measured in ONNX Runtime.
 
     table = build_lut("apq-imagenet")            # model evaluated once per (layer, wbits, abits)
     table.save("runs/x/lut.parquet")
     table = CostTable.load("runs/x/lut.parquet", "apq-imagenet")
     table.score(genes)                           # {"latency_ms", "energy_mj", "macs", "bitops"}
+    build_measured_lut(space, OnnxRuntimeTarget(kind="onnxruntime-cpu"), "runs/x/lut.parquet")  # timed here
 """
 from ems_ray._lazy import lazy_exports
 
@@ -13,6 +14,12 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".layers": (
         "ConvLayer", "block_layers", "enumerate_layers", "fixed_layers", "mobilenet_v2_layers", "subnet_layers",
     ),
-    ".lut": ("LUT_FORMAT_VERSION", "CostTable", "CostTableError", "build_lut", "run_cost_table", "space_hash"),
+    ".lut": (
+        "LUT_FORMAT_VERSION", "CostTable", "CostTableError", "HostMismatchError", "build_lut", "build_run_table",
+        "run_cost_table", "space_hash",
+    ),
+    ".measured": ("MeasurementError", "NetworkFit", "build_measured_lut", "fit_network"),
+    ".targets": ("BitFusionTarget", "HardwareTarget", "OnnxRuntimeTarget", "TargetError", "parse_target"),
+    ".validate": ("ValidationReport", "validate_table"),
     ".reference": ("APQ_RELEASE_ENTRIES", "PAPER_MBV2_8BIT", "compare_to_reference"),
 })

@@ -7,11 +7,14 @@ table built for one configuration is never read as if it were for another.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ems_ray.errors import InputError
+
+if TYPE_CHECKING:  # numpy is imported where used: a run config (its `hardware` section) loads without it
+    import numpy as np
 
 KIB_BITS = 1024 * 8
 
@@ -110,6 +113,8 @@ class BitFusionConfig(BaseModel):
 
     def perf_factor(self, wbits: int | np.ndarray, abits: int | np.ndarray) -> int | np.ndarray:
         """MACs one Fusion Unit does per cycle: floor(8/max(a,2)) * floor(8/max(w,2)); 6 bits run as 8."""
+        import numpy as np
+
         w = np.maximum(wbits, self.min_bits)
         a = np.maximum(abits, self.min_bits)
         pf = (self.max_bits // a) * (self.max_bits // w)
@@ -127,6 +132,8 @@ class BitFusionConfig(BaseModel):
     def depthwise_block(self, pf):
         """Channels one depthwise pass carries: min(columns, lanes * pf)."""
         lanes = self.rows if self.depthwise_lanes is None else self.depthwise_lanes
+        import numpy as np
+
         return np.minimum(self.columns, lanes * pf)
 
     def depthwise_block_choices(self) -> list[int]:

@@ -51,17 +51,23 @@ def _common(cfg: RunConfig) -> dict:
 
 
 def _run_lut(cfg: RunConfig, use_ray: bool) -> None:
-    from ems_ray.hardware import build_lut
+    from ems_ray.hardware import build_run_table
 
-    table = build_lut(cfg.search_space())
-    table.save(RunLayout.of(cfg).lut)
-    logger.info(table.summary())
+    logger.info(build_run_table(cfg.context(), use_ray).summary())
+
+
+def _lut_settings(cfg: RunConfig) -> dict:
+    """The space, and the hardware target where it is not the default (so older runs keep their fingerprint)."""
+    from ems_ray.hardware.targets import BitFusionTarget
+
+    hardware = _dump(cfg.hardware)
+    return {"space": cfg.space, **({"hardware": hardware} if hardware != _dump(BitFusionTarget()) else {})}
 
 
 def _check_lut(cfg: RunConfig) -> None:
     from ems_ray.hardware import CostTable
 
-    CostTable.load(RunLayout.of(cfg).lut, cfg.search_space())
+    CostTable.load(RunLayout.of(cfg).lut, cfg.search_space(), target=cfg.hardware)
 
 
 def _check_supernet(cfg: RunConfig) -> None:
@@ -190,7 +196,7 @@ def _outputs(paths: Callable[[RunLayout, RunConfig], list[Path]]) -> Callable[[R
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("lut", _run_lut, lambda cfg: {"space": cfg.space}, _outputs(lambda run, cfg: [run.lut]), check=_check_lut),
+    Stage("lut", _run_lut, _lut_settings, _outputs(lambda run, cfg: [run.lut]), check=_check_lut),
     Stage("supernet", _run_supernet, _supernet_settings, _outputs(lambda run, cfg: [run.supernet]),
           check=_check_supernet),
     Stage("collect-fp", _collect("fp"), _collect_settings("fp"), _outputs(lambda run, cfg: [run.collected("fp")]),

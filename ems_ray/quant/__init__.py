@@ -16,10 +16,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "._calibration": ("calibrate", "quantization_disabled"),
     "._export": (
         "EXPORT_FORMAT", "ExportedFiles", "ExportedModel", "ExportError", "export_float_onnx", "export_quantized",
-        "load_exported", "onnx_op_counts",
+        "int8_onnx_bytes", "load_exported", "onnx_op_counts",
     ),
     "._deploy": ("IntegerGrid", "deploy_graph", "input_grid"),
-    "._runtime": ("ExecutedOps", "Latency", "executed_ops", "measure_latency", "ort_session"),
+    "._runtime": ("ExecutedOps", "Latency", "cpu_name", "executed_ops", "measure_latency", "ort_session"),
     "._finetune": ("FinetuneResult", "distillation_loss", "evaluate_quantized", "quantization_aware_finetune"),
     "._modules": ("NotCalibratedError", "QuantConv2d", "QuantLayerMixin", "QuantLinear", "quant_layers"),
     "._policy": ("BlockBits", "QuantPolicy", "QuantPolicyError", "apply_policy"),

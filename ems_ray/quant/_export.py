@@ -125,6 +125,29 @@ def export_float_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int
     return path
 
 
+def int8_onnx_bytes(model: nn.Module, batches: list[np.ndarray], opset: int | None = None,
+                    weight_storage: str = "auto") -> bytes:
+    """The integer QDQ graph of a calibrated fake-quant sub-net (no sidecar, nothing measured): what
+    `export_quantized` writes, and what a measured latency table times whole sub-nets with.
+    `weight_storage`: see `resolve_weight_storage`."""
+    from ._onnx_int8 import quantize_int8
+
+    storage, _ = resolve_weight_storage(weight_storage)
+    layers = calibrated_quant_layers(model, "export_quantized", ExportError)
+    space = model.space
+    input_shape = (space.image_channels, space.input_resolution, space.input_resolution)
+    graph_module = deploy_graph(model)
+    grids = {n: input_grid(layer) for n, layer in layers.items()}
+    weight_scales = {n: folded_weight_scales(layer, graph_module.get_submodule(n).weight).numpy()
+                     for n, layer in layers.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_float_onnx(graph_module, float_path, input_shape, opset)
+        int8_path = Path(tmp) / "int8.onnx"
+        quantize_int8(float_path, int8_path, grids, weight_scales, batches, INPUT_NAME, storage)
+        return int8_path.read_bytes()
+
+
 def _layer_entry(name: str, layer) -> dict[str, Any]:
     grid = input_grid(layer)
     n_w = 2 ** (layer.w_bits - 1) - 1
@@ -160,7 +183,7 @@ def export_quantized(
     `metrics` (e.g. measured accuracy) are stored as given; `normalization` ({"mean", "std"} per
     channel) is what the input expects; `opset` None takes the exporter's default (13 or later
     needed). The latency is measured at batch 1 on `latency_threads` threads. `weight_storage`:
-    "int8", "uint8" (the same codes shifted by 128) or "auto" (`int8_weight_storage`: int8 where
+    "int8", "uint8" (the same codes shifted by 128) or "auto" (`resolve_weight_storage`: int8 where
     ONNX Runtime's u8×s8 kernels are exact on this host, uint8 on x86 without VNNI, where they
     saturate).
     """
@@ -175,21 +198,9 @@ def export_quantized(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, sidecar_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
-
-    from ._onnx_int8 import quantize_int8
-
     space = model.space
     input_shape = (space.image_channels, space.input_resolution, space.input_resolution)
-    graph_module = deploy_graph(model)
-    grids = {n: input_grid(layer) for n, layer in layers.items()}
-    weight_scales = {n: folded_weight_scales(layer, graph_module.get_submodule(n).weight).numpy()
-                     for n, layer in layers.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        float_path = Path(tmp) / "float.onnx"
-        export_float_onnx(graph_module, float_path, input_shape, opset)
-        int8_path = Path(tmp) / "int8.onnx"
-        quantize_int8(float_path, int8_path, grids, weight_scales, batches, INPUT_NAME, storage)
-        write_artifact(onnx_path, int8_path.read_bytes())
+    write_artifact(onnx_path, int8_onnx_bytes(model, batches, opset, storage))
 
     onnx = _require("onnx", "ONNX export")
     ort = _require("onnxruntime", "ONNX export")

@@ -23,8 +23,10 @@ from ems_ray.errors import InputError
 INTEGER_CONV_OPS = ("QLinearConv", "ConvInteger")
 
 
-def ort_session(onnx_path: str | Path | bytes, num_threads: int | None = None, profile_dir: str | None = None):
-    """A CPU session, sequential, `num_threads` intra-op threads (None: ONNX Runtime's default)."""
+def ort_session(onnx_path: str | Path | bytes, num_threads: int | None = None, profile_dir: str | None = None,
+                provider: str = "CPUExecutionProvider"):
+    """A session, sequential, `num_threads` intra-op threads (None: ONNX Runtime's default), on
+    `provider` (CPU unless a measured hardware target names another; CPU stays the fallback)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -37,7 +39,8 @@ def ort_session(onnx_path: str | Path | bytes, num_threads: int | None = None, p
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
     model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+    return ort.InferenceSession(model, options, providers=providers)
 
 
 def cpu_name() -> str:

@@ -69,7 +69,7 @@ def _plot_accuracy_latency(rows: list[dict], path: Path) -> None:
         if pts:
             x, y, sd = zip(*pts)
             ax.errorbar(x, y, yerr=sd, marker=MARKERS.get(method, "x"), capsize=3, label=method)
-    ax.set_xlabel("latency (ms, BitFusion LUT)")
+    ax.set_xlabel("latency (ms, the run's latency table)")
     ax.set_ylabel("test accuracy (quantized, mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -147,6 +147,24 @@ def _final_section(rows: list[dict]) -> list[str]:
     return lines + ["", "Test accuracies are mean ± sd over each sub-net's fine-tune seeds (`seeds` column; per-seed "
                         "values in `final/summary.csv`). Δ: the method's mean quantized test accuracy minus the "
                         f"reference's, same budget; {NOISE_RULE}."]
+
+
+def _runtime_section(rows: list[dict]) -> list[str]:
+    """Measured hardware targets: the table's predicted latency beside the ONNX model's measured one."""
+    done = [r for r in rows if r["status"] == "done" and _num(r.get("runtime_latency_ms")) is not None]
+    if not done:
+        return []
+    body = []
+    for r in done:
+        predicted, measured = _num(r["latency_ms"]), _num(r["runtime_latency_ms"])
+        body.append([r["budget"], r["method"], _fmt(predicted, ".4g"), _fmt(measured, ".4g"),
+                     _fmt(100 * (predicted - measured) / measured, "+.1f"), _mean_sd(r, "onnx_test_accuracy"),
+                     _mean_sd(r, "quant_test_accuracy")])
+    return ["", "## ONNX Runtime: predicted against measured latency", "",
+            "Each final model exported as an integer ONNX graph and timed in ONNX Runtime as the latency table "
+            "was (same threads, batch, statistic); accuracy of the ONNX model itself on the test split.", "",
+            *_table(["budget", "method", "predicted (ms)", "measured (ms)", "error (%)", "ONNX test acc",
+                     "fake-quant test acc"], body)]
 
 
 def _gap_section(rows: list[dict]) -> list[str]:
@@ -272,6 +290,7 @@ def build_report(run_dir: Path, config_name: str) -> Path:
         _plot_accuracy_latency(rows, out / "accuracy_latency.png")
         lines += ["", "## Accuracy against latency (Figure 4 analogue)", "",
                   "![accuracy vs latency](accuracy_latency.png)"]
+    lines += _runtime_section(rows)
     lines += _gap_section(rows)
     compare, _ = _compare_section(run_dir, out)
     lines += compare

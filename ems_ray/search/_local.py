@@ -44,14 +44,18 @@ class SearchResult:
 
 
 def make_evolution(scorer: CandidateScorer, budget: Budget, config: EvolutionConfig, seed: int) -> Evolution:
-    """An `Evolution` whose feasibility test is `budget` on the scorer's LUT."""
-    return Evolution(Genome(scorer.space), config, lambda genes: within(scorer.costs(genes), budget), seed)
+    """An `Evolution` whose feasibility test is `budget` on the scorer's LUT (bits as its target runs them)."""
+    from ._restricted import target_genome
+
+    return Evolution(target_genome(scorer.table), config, lambda genes: within(scorer.costs(genes), budget), seed)
 
 
 def make_random_search(scorer: CandidateScorer, budget: Budget, samples: int, seed: int,
                        max_resample_rounds: int = 200) -> RandomSearch:
     """A `RandomSearch` of `samples` candidates within `budget` on the scorer's LUT."""
-    return RandomSearch(Genome(scorer.space), samples, lambda genes: within(scorer.costs(genes), budget), seed,
+    from ._restricted import target_genome
+
+    return RandomSearch(target_genome(scorer.table), samples, lambda genes: within(scorer.costs(genes), budget), seed,
                         max_resample_rounds=max_resample_rounds)
 
 

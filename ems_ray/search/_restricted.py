@@ -112,6 +112,24 @@ class RestrictedGenome:
         return row[0]
 
 
+def target_genome(table, base: np.ndarray | None = None, free: Iterable[str] = COLUMN_GROUPS
+                  ) -> Genome | RestrictedGenome:
+    """The genome a search over `table` proposes rows through.
+
+    Where the table's hardware target executes a single bit-width (ONNX Runtime: int8), every bit
+    gene is frozen at it, on top of any restriction (`base`, `free`) the caller asks for; elsewhere
+    this is the plain genome (or `RestrictedGenome(genome, base, free)`). Every searcher builds
+    its genome here, so no search proposes a sub-net its target cannot run.
+    """
+    genome = Genome(table.space)
+    bits = getattr(getattr(table, "target", None), "frozen_bits", None)
+    free = tuple(free)
+    if bits is None:
+        return genome if base is None else RestrictedGenome(genome, base, free)
+    base = genome.with_bits(genome.largest() if base is None else base, bits)[0]
+    return RestrictedGenome(genome, base, tuple(g for g in free if g != "bits"))
+
+
 def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, budget: Budget,
                              config: EvolutionConfig, seed: int = 0, algorithm: str = "restricted-evolution"
                              ) -> SearchResult:

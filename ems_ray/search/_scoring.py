@@ -100,8 +100,9 @@ def _extreme_costs(table: CostTable, smallest: bool) -> dict[str, float]:
     active = genome.active(base)[0]
     for slot in np.flatnonzero(active):
         costs = table.score(genome.slot_variants(base, slot))
-        for k in COST_KEYS:
-            total[k] += float(reduce(costs[k]) - base_costs[k][0])
+        with np.errstate(invalid="ignore"):  # inf - inf: a precision the target cannot run
+            for k in COST_KEYS:
+                total[k] += float(reduce(costs[k]) - base_costs[k][0])
     return total
 
 

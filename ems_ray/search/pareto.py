@@ -44,6 +44,7 @@ from ems_ray.space import Genome
 
 from ._evolution import ParetoEvolution
 from ._pareto import ParetoArchive, hypervolume_of, objective_matrix
+from ._restricted import target_genome
 from ._scoring import COST_KEYS, CandidateScorer, check_feasible, costliest_costs, gene_names, within
 from .config import ACCURACY, BUDGET_UNITS, PARETO_ALGORITHMS, Budget, EvolutionConfig, Objectives
 
@@ -132,7 +133,7 @@ def run_local_pareto(scorer: CandidateScorer, objectives: Objectives, budget: Bu
     if budget is not None and check:
         check_feasible(scorer.table, budget)
     evolution = evolution or ParetoConfig().evolution
-    genome = Genome(scorer.space)
+    genome = target_genome(scorer.table)
 
     def feasible(genes: np.ndarray) -> np.ndarray:
         return within(scorer.costs(genes), budget) if budget is not None else np.ones(len(genes), dtype=bool)

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ems_ray.errors import InputError
-from ems_ray.space import Genome
 
 from .._base import BatchSearch, as_scores
+from .._restricted import target_genome
 from .._scoring import gene_names, within
 from ..config import Budget
 from .searchers import METRIC, MODE, BatchSearcher
@@ -57,7 +57,7 @@ class OptunaSearch(BatchSearch):
         if budget is None and not objectives:
             raise InputError(f"{algorithm}: needs a budget or the costs to minimise (objectives)")
         self.table, self.budget, self.samples = table, budget, int(samples)
-        self.genome = Genome(table.space)
+        self.genome = target_genome(table)
         self.names = gene_names(self.genome)
         self.algorithm, self.seed, self.population = algorithm, int(seed), int(population)
         # NSGA-II's objectives after accuracy (minimised)
@@ -82,8 +82,9 @@ class OptunaSearch(BatchSearch):
     def distributions(self) -> dict:
         from optuna.distributions import CategoricalDistribution
 
-        return {name: CategoricalDistribution(list(range(int(n))))
-                for name, n in zip(self.names, self.genome.choice_counts)}
+        frozen = dict.fromkeys(getattr(self.genome, "frozen", []))  # genes the target fixes: one choice
+        return {name: CategoricalDistribution([int(self.genome.base[i])] if i in frozen else list(range(int(n))))
+                for i, (name, n) in enumerate(zip(self.names, self.genome.choice_counts))}
 
     @property
     def study(self):

@@ -27,6 +27,7 @@ from ems_ray.space import Genome
 from .._base import BatchSearch
 from .._evolution import Evolution
 from .._random import RandomSearch
+from .._restricted import target_genome
 from .._scoring import gene_names, pareto_front, within
 from ..config import Budget, EvolutionConfig
 
@@ -67,7 +68,7 @@ class BatchSearcher(Searcher):
                  metric: str = METRIC, mode: str = MODE, genome: Genome | None = None):
         super().__init__(metric=metric, mode=mode)
         self.search, self.table, self.budget, self.batch = search, table, budget, batch
-        self.genome = genome or Genome(table.space)
+        self.genome = genome or target_genome(table)
         self.names = gene_names(self.genome)
         self.cost = next(iter(budget.limits()))  # the front's (and hypervolume's) cost axis
         self._batches = 0  # batches handed out
@@ -135,7 +136,7 @@ class EvolutionSearcher(BatchSearcher):
 
     def __init__(self, table: CostTable, budget: Budget, config: EvolutionConfig | None = None, seed: int = 0,
                  metric: str = METRIC, mode: str = MODE, genome: Genome | None = None):
-        genome = genome or Genome(table.space)
+        genome = genome or target_genome(table)
         super().__init__(None, table, budget, None, metric, mode, genome)
         self.search = Evolution(genome, config or EvolutionConfig(), self.feasible, seed)
 
@@ -155,6 +156,6 @@ class RandomSearcher(BatchSearcher):
 
     def __init__(self, table: CostTable, budget: Budget, samples: int, seed: int = 0, metric: str = METRIC,
                  mode: str = MODE, max_resample_rounds: int = 200, genome: Genome | None = None, batch: int = 1000):
-        genome = genome or Genome(table.space)
+        genome = genome or target_genome(table)
         super().__init__(None, table, budget, batch, metric, mode, genome)
         self.search = RandomSearch(genome, samples, self.feasible, seed, max_resample_rounds=max_resample_rounds)
