@@ -17,7 +17,7 @@ from ems_ray.space import Genome, SubnetConfig
 from ._base import BatchSearch
 from ._evolution import Evolution
 from ._random import RandomSearch
-from ._scoring import CandidateScorer, check_feasible, within
+from ._scoring import CandidateScorer, check_feasible, fits
 from .config import Budget, EvolutionConfig
 
 
@@ -45,13 +45,13 @@ class SearchResult:
 
 def make_evolution(scorer: CandidateScorer, budget: Budget, config: EvolutionConfig, seed: int) -> Evolution:
     """An `Evolution` whose feasibility test is `budget` on the scorer's LUT."""
-    return Evolution(Genome(scorer.space), config, lambda genes: within(scorer.costs(genes), budget), seed)
+    return Evolution(Genome(scorer.space), config, lambda genes: fits(scorer.table, budget, genes), seed)
 
 
 def make_random_search(scorer: CandidateScorer, budget: Budget, samples: int, seed: int,
                        max_resample_rounds: int = 200) -> RandomSearch:
     """A `RandomSearch` of `samples` candidates within `budget` on the scorer's LUT."""
-    return RandomSearch(Genome(scorer.space), samples, lambda genes: within(scorer.costs(genes), budget), seed,
+    return RandomSearch(Genome(scorer.space), samples, lambda genes: fits(scorer.table, budget, genes), seed,
                         max_resample_rounds=max_resample_rounds)
 
 

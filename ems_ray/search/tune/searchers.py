@@ -27,7 +27,7 @@ from ems_ray.space import Genome
 from .._base import BatchSearch
 from .._evolution import Evolution
 from .._random import RandomSearch
-from .._scoring import gene_names, pareto_front, within
+from .._scoring import fits, gene_names, pareto_front
 from ..config import Budget, EvolutionConfig
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class BatchSearcher(Searcher):
 
     def feasible(self, genes: np.ndarray) -> np.ndarray:
         """Which gene rows the budget admits (a method, not a closure: it pickles with the searcher)."""
-        return within(self.table.score(genes), self.budget)
+        return fits(self.table, self.budget, genes)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         self._metric = self._metric or metric
