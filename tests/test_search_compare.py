@@ -236,7 +236,10 @@ def _interrupt_after(n: int):
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path):
+@pytest.mark.parametrize("batch, interrupt_after", [(4, 2), (8, 1)], ids=["generation", "segment"])
+def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path, batch,
+                                                                 interrupt_after):
+    """One generation per trial, or an `EvolutionSegment` of two: the resumed search is the whole one."""
     from ems_ray.search.tune import fit_tune, scored_trials
 
     tiny = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=4)  # 16 candidates
@@ -250,12 +253,13 @@ def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scor
     # interrupted after 2 of 4 generations (one trial each); the resumed run has at most 2 trials
     # left plus the one in flight, so the callback restored with the Tuner does not fire again
     results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo",
-                            max_concurrent=2, callbacks=[_interrupt_after(2)])
+                            max_concurrent=2, callbacks=[_interrupt_after(interrupt_after)], batch=batch)
     first, _ = scored_trials(results, GENOME)
     assert ran and 8 <= len(first["accuracy"]) < 16
-    results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo", max_concurrent=2)
+    results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo", max_concurrent=2,
+                            batch=batch)
     columns, genes = scored_trials(results, GENOME)
-    assert ran and len(results) == 4 and len(genes) == 16 and not results.errors
+    assert ran and len(results) == 16 // batch and len(genes) == 16 and not results.errors
     # the uninterrupted search's 16 candidates, in its order: none lost, none proposed twice
     assert np.array_equal(genes, proposed)
     assert columns["accuracy"].max() == pytest.approx(evo.best()[1])

@@ -272,8 +272,9 @@ class SearchConfig(BaseModel):
     lut: str | None = Field(None, description="cost-table Parquet; None builds it from the space")
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna and random searchers")
-    batch: PositiveInt = Field(100, description="candidates per Tune trial of random search and TPE (the evolution's "
-                                                "and NSGA-II's batch is their generation)")
+    batch: PositiveInt | None = Field(None, description="candidates per Tune trial; None: 1000 for the evolution (whole "
+                                                        "generations, 10 of 100) and random search, 100 for TPE "
+                                                        "(NSGA-II: one generation)")
     max_concurrent: PositiveInt = Field(1, description="Tune trials in flight: a score takes microseconds, and with "
                                                        "more than one the evolution's generation barrier costs an "
                                                        "actor restart per generation (BENCHMARKS.md)")
