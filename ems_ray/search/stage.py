@@ -72,10 +72,12 @@ def run_search_stage(cfg: RunConfig, budget: Budget | str | None = None, scorer:
     else:
         from ems_ray.ray_session import ray_session
 
+        from .compare import tune_loggers
         from .tune import run_tune_search
 
+        callbacks = tune_loggers(sc.tracking) if sc.tracking.mlflow is not None else None  # None: Tune's defaults
         with ray_session(cfg.ray):
             result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, cfg.seed,
                                      storage=out / "tune", name=sc.algorithm, max_concurrent=sc.max_concurrent,
-                                     check=False, batch=sc.batch)
+                                     check=False, batch=sc.batch, callbacks=callbacks)
     return result, save_result(result, scorer, out)

@@ -177,7 +177,7 @@ def scored_trials(results: ResultGrid, genome: Genome) -> tuple[dict[str, np.nda
 def run_tune_search(scorer: CandidateScorer, budget: Budget, algorithm: str = "evolution",
                     evolution: EvolutionConfig | None = None, num_samples: int = 100, seed: int = 0,
                     storage: str | Path | None = None, name: str = "search", max_concurrent: int = 1,
-                    check: bool = True, batch: int | None = None) -> SearchResult:
+                    check: bool = True, batch: int | None = None, callbacks: list | None = None) -> SearchResult:
     """Run (or resume, when `storage/name` holds an unfinished run) a Tune search; needs Ray.
 
     The best is the most accurate candidate within the budget; `history` the best after each
@@ -186,7 +186,7 @@ def run_tune_search(scorer: CandidateScorer, budget: Budget, algorithm: str = "e
         check_feasible(scorer.table, budget)
     t0 = time.perf_counter()
     results, _ = fit_tune(scorer, budget, algorithm, evolution, num_samples, seed, storage, name, max_concurrent,
-                          batch=batch)
+                          callbacks, batch)
     seconds = time.perf_counter() - t0
     columns, genes = scored_trials(results, Genome(scorer.space))
     feasible = columns["within_budget"].astype(bool)
