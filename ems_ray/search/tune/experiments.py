@@ -1,15 +1,16 @@
 """Running a search as a Ray Tune experiment: the batch-scoring trainable, the searcher of each
 algorithm, new or restored experiments, and the scored candidates read back in order.
 
-One trial = one batch of candidates (the evolution's generation, `batch` random or TPE
-candidates, one NSGA-II generation). The trainable scores the batch (predictor + LUT), writes
+One trial = one batch of candidates (`batch // population` of the evolution's generations, run in
+the trial as an `EvolutionSegment` when more than one; `batch` random or TPE candidates; one
+NSGA-II generation; `DEFAULT_BATCH` when `batch` is None). The trainable scores the batch (predictor + LUT), writes
 every candidate as a row of `<experiment>/candidates/batch-<k>.parquet` (`CANDIDATE_COLUMNS` and
 the genes), and reports per trial: `accuracy` (the batch's best within the budget), `mean_accuracy`,
 `feasible_share`, `best_so_far` and `hypervolume` (of the within-budget accuracy/cost front of
 this and every earlier batch, cost on the budget's first limit, reference point (0, limit)),
 `candidates`, and `scores` (one per row, for the searcher; TensorBoard shows them as a histogram).
-Tune's controller costs milliseconds per trial, so batches of 100 reach thousands of candidates
-per second (docs/BENCHMARKS.md).
+Tune's controller costs tens of milliseconds per trial, so batches of 1,000 reach thousands of
+candidates per second, batches of 100 under a thousand (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ A trial's config carries its batch: `{"batch": k, "genes": <rows, packed>, "fron
 (`batch_genes(config)` unpacks the rows; `front` is the within-budget accuracy/cost front of every
 batch told before this one was asked, so the trial can report the hypervolume so far). The trial
 reports one score per row (`scores`), which the searcher tells its search. The evolution's batch
-is its generation; random search any size; Optuna (`optuna_searchers.py`) several asks.
+is one generation, or several run inside the trial (`EvolutionSegment`: the config also carries
+the evolution's `state`, and the trial reports the state after them); random search any size;
+Optuna (`optuna_searchers.py`) several asks.
 
 `save`/`restore` carry each searcher's whole state, batches in flight included, so
 `Tuner.restore` resumes a search exactly; Tune also pickles the searcher object into the Tuner
