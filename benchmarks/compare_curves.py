@@ -26,7 +26,7 @@ def trace(folder: Path) -> dict:
     import pyarrow.parquet as pq
     from ray.tune import ExperimentAnalysis
 
-    frame = ExperimentAnalysis(str(folder)).dataframe()
+    frame = ExperimentAnalysis(str(folder.resolve())).dataframe()
     done = frame.dropna(subset=["scored_at"])
     at = dict(zip(done["config/batch"].astype(int), done["scored_at"].astype(float)))
     tables = [pq.read_table(folder / "candidates" / f"batch-{b:06d}.parquet",
