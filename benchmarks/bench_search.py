@@ -1,15 +1,16 @@
 """Speed of the search: the local driver on the paper's full budget, and candidates per second through Tune.
 
     python benchmarks/bench_search.py [--preset apq-imagenet] [--budget latency=8.5ms] [--predictor quant.pt]
-        [--tune-candidates 10000] [--optuna-candidates 1000] [--batch 100] [--no-local] [--no-tune]
+        [--tune-candidates 50000] [--optuna-candidates 1000] [--batches 100,default] [--no-local] [--no-tune]
 
 Local driver: 500 generations x 100 candidates (50,000 scored) on `--preset`, scored by the given
 predictor or, without one, an untrained predictor of the preset's real input dims (hidden 400,
 3 layers: the same cost per row); the dense scoring path it replaced (`DenseScorer`) beside the
 gathered one, with and without the distinct population, and the predictor and LUT alone.
-Tune: each algorithm as `compare-searchers` runs it (one trial per batch), `--tune-candidates`
-for the evolution and random search, `--optuna-candidates` for TPE and NSGA-II, in one Ray session;
-wall time, candidates and trials per second, and a Markdown table.
+Tune: each algorithm as `compare-searchers` runs it (one trial per batch), at each of `--batches`
+(candidates per trial; the evolution's in whole generations), `--tune-candidates` for the evolution
+and random search, `--optuna-candidates` for TPE and NSGA-II, in one Ray session; wall time (Tune's
+start-up included), candidates and trials per second, and a Markdown table.
 """
 from __future__ import annotations
 
@@ -101,15 +102,16 @@ def local_driver(preset: str, budget: str, predictor_path: str | None, generatio
         print(f"| {what} | {before:.3f} | {after:.3f} | {before / after:.1f}x |")
 
 
-def tune_rates(candidates: int, optuna_candidates: int, batch: int, algorithms: list[str]) -> None:
+def tune_rates(candidates: int, optuna_candidates: int, batches: list[int | None], algorithms: list[str]) -> None:
     """Candidates per second through Tune, one trial per batch, as `compare-searchers` runs each
     algorithm (`fit_tune`: actors reused, 1 trial in flight, CSV + TensorBoard loggers, every
     candidate a Parquet row), on `fmnist-small` with the synthetic predictor and the real LUT;
-    each algorithm in its own fresh experiment of one Ray session."""
-    import ray
+    each (algorithm, batch) in its own fresh experiment of one Ray session, so the rows sit side
+    by side (batch None: `DEFAULT_BATCH`, the evolution's generations per trial from it)."""
 
     from ems_ray.search.compare import tune_loggers
     from ems_ray.search.tune import fit_tune, scored_trials
+    from ems_ray.search.tune.experiments import DEFAULT_BATCH
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     session = contextlib.ExitStack()
@@ -121,24 +123,29 @@ def tune_rates(candidates: int, optuna_candidates: int, batch: int, algorithms: 
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for algorithm in algorithms:
-            n = optuna_candidates if algorithm in ("tpe", "nsga2") else candidates
-            evolution = EvolutionConfig(generations=n // 100)  # population 100: 100 per generation
-            t0 = time.perf_counter()
-            results, _ = fit_tune(scorer, budget, algorithm, evolution, n, seed=0, storage=d, name=algorithm,
-                                  callbacks=tune_loggers(), batch=batch)
-            wall = time.perf_counter() - t0
-            columns, _ = scored_trials(results, Genome(space))
-            scored = len(columns["accuracy"])
-            rows.append((algorithm, scored, len(results), wall,
-                         float(np.max(np.where(columns["within_budget"], columns["accuracy"], -np.inf)))))
-            print(f"{algorithm}: {scored} candidates in {len(results)} trials, {wall:.1f} s = "
-                  f"{scored / wall:.0f} candidates/s", flush=True)
+            for batch in batches:
+                n = optuna_candidates if algorithm in ("tpe", "nsga2") else candidates
+                evolution = EvolutionConfig(generations=n // 100)  # population 100: 100 per generation
+                size = 100 if algorithm == "nsga2" else batch or DEFAULT_BATCH[algorithm]
+                t0 = time.perf_counter()
+                results, _ = fit_tune(scorer, budget, algorithm, evolution, n, seed=0, storage=d,
+                                      name=f"{algorithm}-{size}", callbacks=tune_loggers(), batch=batch)
+                wall = time.perf_counter() - t0
+                columns, _ = scored_trials(results, Genome(space))
+                scored = len(columns["accuracy"])
+                rows.append((algorithm, size, scored, len(results), wall,
+                             float(np.max(np.where(columns["within_budget"], columns["accuracy"], -np.inf)))))
+                print(f"{algorithm}, batch {size}: {scored} candidates in {len(results)} trials, {wall:.1f} s = "
+                      f"{scored / wall:.0f} candidates/s", flush=True)
+                if algorithm == "nsga2":
+                    break  # one generation per trial, whatever the batch
     session.close()
-    print(f"\nthrough Tune, fmnist-small, budget {budget.describe()}, batches of {batch} (evolution, NSGA-II: "
-          "generations of 100):\n| algorithm | candidates | trials | seconds | candidates/s | trials/s | best |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
-    for algorithm, scored, trials, wall, best in rows:
-        print(f"| {algorithm} | {scored} | {trials} | {wall:.1f} | {scored / wall:.0f} | {trials / wall:.1f} "
+    print(f"\nthrough Tune, fmnist-small, budget {budget.describe()} (evolution and NSGA-II: generations of 100; "
+          "the evolution's batch is whole generations):\n"
+          "| algorithm | batch | candidates | trials | seconds | candidates/s | trials/s | best |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for algorithm, size, scored, trials, wall, best in rows:
+        print(f"| {algorithm} | {size} | {scored} | {trials} | {wall:.1f} | {scored / wall:.0f} | {trials / wall:.1f} "
               f"| {best:.4f} |")
 
 
@@ -149,9 +156,10 @@ def main() -> None:
     parser.add_argument("--predictor", help="a predictor file (default: untrained, same dims)")
     parser.add_argument("--generations", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tune-candidates", type=int, default=10_000, help="evolution and random search")
+    parser.add_argument("--tune-candidates", type=int, default=50_000, help="evolution and random search")
     parser.add_argument("--optuna-candidates", type=int, default=1_000, help="TPE and NSGA-II")
-    parser.add_argument("--batch", type=int, default=100, help="candidates per trial (random, TPE)")
+    parser.add_argument("--batches", default="100,default",
+                        help="candidates per trial, each side by side ('default': the algorithm's DEFAULT_BATCH)")
     parser.add_argument("--algorithms", default="evolution,random,tpe,nsga2")
     parser.add_argument("--no-local", action="store_true")
     parser.add_argument("--no-tune", action="store_true")
@@ -159,7 +167,8 @@ def main() -> None:
     if not args.no_local:
         local_driver(args.preset, args.budget, args.predictor, args.generations, args.threads)
     if not args.no_tune:
-        tune_rates(args.tune_candidates, args.optuna_candidates, args.batch, args.algorithms.split(","))
+        batches = [None if b == "default" else int(b) for b in args.batches.split(",")]
+        tune_rates(args.tune_candidates, args.optuna_candidates, batches, args.algorithms.split(","))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ search resumed with `Tuner.restore`. Ray tests share `ray_local`; Tune's control
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import os
 import signal
@@ -237,7 +238,10 @@ def _interrupt_after(n: int):
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
-def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path):
+@pytest.mark.parametrize("batch, interrupt_after", [(4, 2), (8, 1)], ids=["generation", "segment"])
+def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scorer, budget, tmp_path, batch,
+                                                                 interrupt_after):
+    """One generation per trial, or an `EvolutionSegment` of two: the resumed search is the whole one."""
     from ems_ray.search.tune import fit_tune, scored_trials
 
     tiny = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=4)  # 16 candidates
@@ -251,12 +255,45 @@ def test_interrupted_tune_search_resumes_with_its_searcher_state(ray_local, scor
     # interrupted after 2 of 4 generations (one trial each); the resumed run has at most 2 trials
     # left plus the one in flight, so the callback restored with the Tuner does not fire again
     results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo",
-                            max_concurrent=2, callbacks=[_interrupt_after(2)])
+                            max_concurrent=2, callbacks=[_interrupt_after(interrupt_after)], batch=batch)
     first, _ = scored_trials(results, GENOME)
     assert ran and 8 <= len(first["accuracy"]) < 16
-    results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo", max_concurrent=2)
+    results, ran = fit_tune(scorer, budget, "evolution", tiny, seed=3, storage=tmp_path, name="evo", max_concurrent=2,
+                            batch=batch)
     columns, genes = scored_trials(results, GENOME)
-    assert ran and len(results) == 4 and len(genes) == 16 and not results.errors
+    assert ran and len(results) == 16 // batch and len(genes) == 16 and not results.errors
     # the uninterrupted search's 16 candidates, in its order: none lost, none proposed twice
     assert np.array_equal(genes, proposed)
     assert columns["accuracy"].max() == pytest.approx(evo.best()[1])
+
+
+def test_mlflow_tracking_is_off_by_default_and_names_the_extra(monkeypatch):
+    from ems_ray.errors import InputError
+    from ems_ray.search.compare import tune_loggers
+    from ems_ray.search.config import SearchConfig
+
+    assert SearchConfig().tracking.mlflow is None and len(tune_loggers(SearchConfig().tracking)) == 2
+    tracking = SearchConfig(tracking={"mlflow": {"tracking_uri": "file:///tmp/x", "experiment": "e"}}).tracking
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(InputError, match=r"ems-ray\[mlflow\]"):
+        tune_loggers(tracking)
+    with pytest.raises(ValueError, match="experiment"):
+        SearchConfig(tracking={"mlflow": {"experiment": ""}})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="MLflow not installed (the mlflow extra)")
+def test_mlflow_tracking_logs_every_trial_to_a_file_store(ray_local, scorer, budget, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from ems_ray.search.compare import tune_loggers
+    from ems_ray.search.config import SearchConfig
+    from ems_ray.search.tune import fit_tune
+
+    uri = (tmp_path / "mlruns").as_uri()
+    tracking = SearchConfig(tracking={"mlflow": {"tracking_uri": uri, "experiment": "compare"}}).tracking
+    results, _ = fit_tune(scorer, budget, "random", num_samples=8, storage=tmp_path / "tune", name="random",
+                          callbacks=tune_loggers(tracking), batch=4)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("compare").experiment_id])
+    assert len(runs) == len(results) == 2
+    assert all("accuracy" in run.data.metrics and "hypervolume" in run.data.metrics for run in runs)

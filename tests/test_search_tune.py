@@ -13,14 +13,31 @@ GENOME = Genome(SPACE)
 TINY = EvolutionConfig(population=4, parents=2, mutations=2, crossovers=2, generations=3)
 
 
-def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, tmp_path):
+@pytest.mark.parametrize("batch, trials", [(4, 3), (8, 2), (None, 1)])
+def test_evolution_through_tune_equals_local_driver(ray_local, scorer, budget, tmp_path, batch, trials):
     from ems_ray.search.tune import run_tune_search
 
     local = run_local_evolution(scorer, budget, TINY, seed=7)
-    tuned = run_tune_search(scorer, budget, "evolution", TINY, seed=7, storage=tmp_path, name="evo")
-    assert tuned.scored == 12 and tuned.extra["trials"] == 3  # one trial per generation
+    tuned = run_tune_search(scorer, budget, "evolution", TINY, seed=7, storage=tmp_path, name="evo", batch=batch)
+    # one trial per generation (batch 4, the population), two per trial, or all three in one
+    assert tuned.scored == 12 and tuned.extra["trials"] == trials
     assert np.array_equal(tuned.genes, local.genes)
     assert tuned.scores["accuracy"] == pytest.approx(local.scores["accuracy"])
+    assert tuned.history == pytest.approx(list(np.maximum.accumulate(_local_scores(scorer, budget))))
+
+
+def _local_scores(scorer, budget) -> np.ndarray:
+    """Every candidate's within-budget accuracy (-inf above the budget), in the local driver's order."""
+    from ems_ray.search._local import make_evolution
+    from ems_ray.search._scoring import within
+
+    evo, scores = make_evolution(scorer, budget, TINY, seed=7), []
+    while not evo.done:
+        rows = evo.ask()
+        accuracy = scorer.accuracy(rows)
+        evo.tell(rows, accuracy)
+        scores.append(np.where(within(scorer.costs(rows), budget), accuracy, -np.inf))
+    return np.concatenate(scores)
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])

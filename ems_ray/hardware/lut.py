@@ -201,8 +201,9 @@ class CostTable:
             self._dw_f[..., 0] = f.scale * self._dw_f[..., 0] + f.per_layer_ms
 
     # ----- scoring --------------------------------------------------------------------------
-    def score(self, genes: np.ndarray) -> dict[str, np.ndarray]:
-        """latency_ms, energy_mj (float64) and macs, bitops (int64) of each gene row (see `Genome`)."""
+    def score(self, genes: np.ndarray, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """latency_ms, energy_mj (float64) and macs, bitops (int64) of each gene row (see `Genome`);
+        only `keys` of them when given (a budget test needs one or two: fewer rows gathered)."""
         g = self.genome
         genes = np.atleast_2d(np.asarray(genes))
         if genes.ndim != 2 or genes.shape[1] != g.width:
@@ -211,16 +212,24 @@ class CostTable:
             bad = np.argwhere((genes < 0) | (genes >= g.choice_counts))[0]
             raise InputError(f"genes: row {bad[0]} column {bad[1]} is {genes[tuple(bad)]}, outside its "
                              f"{g.choice_counts[bad[1]]} choices")
+        keys = SCORE_KEYS if keys is None else tuple(keys)
+        unknown = [k for k in keys if k not in SCORE_KEYS]
+        if unknown:
+            raise InputError(f"score keys: {unknown} not allowed; allowed values: {list(SCORE_KEYS)}")
+        rows = [SCORE_KEYS.index(k) for k in keys]
         # one gather from the flattened per-block tables: each active slot picks its pw and its dw
-        # entry, a skipped slot the zero row at the end
+        # entry, a skipped slot the zero column at the end
         flat, strides, base = self._flat_tables
+        pad = flat.shape[1] - 1
         slot_genes = genes[:, g.n_stages:].reshape(len(genes), g.n_slots, GENES_PER_SLOT).astype(np.intp)
-        index = slot_genes @ strides + base  # (n, slots, 2): pw entry, dw entry
-        index = np.where(g.active(genes)[..., None], index, flat.shape[1] - 1).reshape(len(genes), 2 * g.n_slots)
-        totals = np.take(flat, index, axis=1).sum(axis=2)  # (4, n): latency, energy, macs, bitops
-        f = totals[:2].T + self._fixed_f
-        n = np.rint(totals[2:].T).astype(np.int64) + self._fixed_i
-        return {"latency_ms": f[:, 0], "energy_mj": f[:, 1], "macs": n[:, 0], "bitops": n[:, 1]}
+        index = slot_genes @ strides + (base - pad)  # (n, slots, 2): pw entry, dw entry, less the pad
+        index = (index * g.active(genes)[..., None] + pad).reshape(len(genes), 2 * g.n_slots)
+        totals = (np.take(flat, index, axis=1)[rows] if len(rows) == len(SCORE_KEYS) else
+                  np.stack([np.take(flat[row], index) for row in rows])).sum(axis=2)
+        out = {}
+        for key, total, row in zip(keys, totals, rows):
+            out[key] = total + self._fixed_f[row] if row < 2 else np.rint(total).astype(np.int64) + self._fixed_i[row - 2]
+        return out
 
     @cached_property
     def _flat_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

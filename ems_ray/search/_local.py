@@ -17,7 +17,7 @@ from ems_ray.space import Genome, SubnetConfig
 from ._base import BatchSearch
 from ._evolution import Evolution
 from ._random import RandomSearch
-from ._scoring import CandidateScorer, check_feasible, within
+from ._scoring import CandidateScorer, check_feasible, fits
 from .config import Budget, EvolutionConfig
 
 
@@ -47,7 +47,7 @@ def make_evolution(scorer: CandidateScorer, budget: Budget, config: EvolutionCon
     """An `Evolution` whose feasibility test is `budget` on the scorer's LUT (bits as its target runs them)."""
     from ._restricted import target_genome
 
-    return Evolution(target_genome(scorer.table), config, lambda genes: within(scorer.costs(genes), budget), seed)
+    return Evolution(target_genome(scorer.table), config, lambda genes: fits(scorer.table, budget, genes), seed)
 
 
 def make_random_search(scorer: CandidateScorer, budget: Budget, samples: int, seed: int,
@@ -55,7 +55,7 @@ def make_random_search(scorer: CandidateScorer, budget: Budget, samples: int, se
     """A `RandomSearch` of `samples` candidates within `budget` on the scorer's LUT."""
     from ._restricted import target_genome
 
-    return RandomSearch(target_genome(scorer.table), samples, lambda genes: within(scorer.costs(genes), budget), seed,
+    return RandomSearch(target_genome(scorer.table), samples, lambda genes: fits(scorer.table, budget, genes), seed,
                         max_resample_rounds=max_resample_rounds)
 
 

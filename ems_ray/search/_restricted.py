@@ -26,7 +26,7 @@ from ems_ray.space.genome import DW_A, DW_W, KERNEL, MID, PW_A, PW_W
 
 from ._evolution import Evolution
 from ._local import SearchResult, drive
-from ._scoring import COST_KEYS, CandidateScorer, InfeasibleBudgetError, within
+from ._scoring import COST_KEYS, CandidateScorer, InfeasibleBudgetError, fits, within
 from .config import Budget, EvolutionConfig
 
 COLUMN_GROUPS = ("depth", "kernel", "mid", "bits")
@@ -144,7 +144,7 @@ def run_restricted_evolution(scorer: CandidateScorer, genome: RestrictedGenome, 
         shown = ", ".join(f"{k}={float(costs[k][0]):.4g}" for k in COST_KEYS if k in budget.limits())
         raise InfeasibleBudgetError(f"no sub-net with only {list(genome.free_groups)} free fits budget "
                                     f"{budget.describe()}: the cheapest has {shown}")
-    evo = Evolution(genome, config, lambda genes: within(scorer.costs(genes), budget), seed)
+    evo = Evolution(genome, config, lambda genes: fits(scorer.table, budget, genes), seed)
     result = drive(algorithm, evo, scorer, budget)
     result.extra["free"] = list(genome.free_groups)
     return result

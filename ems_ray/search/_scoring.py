@@ -74,6 +74,12 @@ def within(costs: dict[str, np.ndarray], budget: Budget) -> np.ndarray:
     return ok
 
 
+def fits(table: CostTable, budget: Budget, genes: np.ndarray) -> np.ndarray:
+    """`within(table.score(genes), budget)`, gathering only the costs the budget limits: the test
+    every proposal of a search passes before it is scored."""
+    return within(table.score(genes, tuple(budget.limits())), budget)
+
+
 def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Indices of the non-dominated (accuracy max, cost min) points, by increasing cost (ties: the
     most accurate point of equal cost only)."""

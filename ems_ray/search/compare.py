@@ -39,7 +39,7 @@ from ems_ray.errors import InputError
 from ems_ray.space import Genome
 
 from ._scoring import CandidateScorer, pareto_front, within
-from .config import Budget, CompareConfig, EvolutionConfig
+from .config import Budget, CompareConfig, EvolutionConfig, TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -195,18 +195,32 @@ def how_to_view(out_dir: str | Path) -> str:
             f"  or tune.Tuner.restore('{tune_dir}/<algorithm>', trainable).get_results() (ResultGrid)")
 
 
-def tune_loggers() -> list:
+def tune_loggers(tracking: TrackingConfig | None = None) -> list:
     """The Tune result loggers the views need, passed explicitly so that
     `TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1` (which removes Tune's default loggers) leaves them on:
-    CSV (progress.csv, what `ExperimentAnalysis` reads) and TensorBoard (tensorboardX)."""
+    CSV (progress.csv, what `ExperimentAnalysis` reads) and TensorBoard (tensorboardX); plus
+    Tune's `MLflowLoggerCallback` when `tracking.mlflow` is set (`InputError` naming the extra
+    when MLflow is not installed)."""
     from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-    return [CSVLoggerCallback(), TBXLoggerCallback()]
+    callbacks = [CSVLoggerCallback(), TBXLoggerCallback()]
+    if tracking is not None and tracking.mlflow is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise InputError("search.tracking.mlflow is set but MLflow is not installed: install the extra, "
+                             "pip install 'ems-ray[mlflow]' (or remove search.tracking.mlflow)")
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=tracking.mlflow.tracking_uri,
+                                              experiment_name=tracking.mlflow.experiment))
+    return callbacks
 
 
 def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareConfig, out_dir: str | Path,
                       evolution: EvolutionConfig | None = None, seed: int = 0, max_concurrent: int = 1,
-                      log: Callable[[str], None] = logger.info, batch: int = 100) -> list[SearcherTrace]:
+                      log: Callable[[str], None] = logger.info, batch: int | None = None,
+                      tracking: TrackingConfig | None = None) -> list[SearcherTrace]:
     """Run each of `config.algorithms` through Tune under `out_dir/tune/<algorithm>` with
     `config.candidates` scored candidates, and write the comparison into `out_dir`. Needs Ray.
 
@@ -223,7 +237,7 @@ def compare_searchers(scorer: CandidateScorer, budget: Budget, config: CompareCo
         existed, previous = folder.is_dir(), _read_seconds(folder)
         t0 = time.perf_counter()
         results, ran = fit_tune(scorer, budget, algorithm, evolution, config.candidates, seed, out / "tune",
-                                algorithm, max_concurrent, callbacks=tune_loggers(), batch=batch)
+                                algorithm, max_concurrent, callbacks=tune_loggers(tracking), batch=batch)
         seconds = previous + (time.perf_counter() - t0 if ran else 0.0)
         columns, _ = scored_trials(results, Genome(scorer.space))
         scored = len(columns["accuracy"])
@@ -256,5 +270,6 @@ def run_compare_stage(run: RunContext, config: SearchConfig, budget: Budget | st
     budget, scorer = prepare_search(run, sc, budget, scorer)
     out = run.layout.compare(budget)
     with ray_session(run.ray):
-        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, run.seed, sc.max_concurrent, batch=sc.batch)
+        compare_searchers(scorer, budget, sc.compare, out, sc.evolution, run.seed, sc.max_concurrent, batch=sc.batch,
+                          tracking=sc.tracking)
     return out

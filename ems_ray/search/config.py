@@ -259,6 +259,25 @@ class ParetoConfig(BaseModel):
         return v
 
 
+class MLflowConfig(BaseModel):
+    """Where Tune's `MLflowLoggerCallback` logs each trial (a run per batch: its config, metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = Field(None, description="e.g. file:///path/mlruns or http://host:5000; None: "
+                                                        "MLflow's default (MLFLOW_TRACKING_URI or ./mlruns)")
+    experiment: str = Field("ems-ray-search", min_length=1, description="MLflow experiment name")
+
+
+class TrackingConfig(BaseModel):
+    """Optional experiment tracking of the searches that run on Tune (`compare-searchers`,
+    `search --mode tune`); off unless a tracker is set. Needs the `mlflow` extra."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mlflow: MLflowConfig | None = None
+
+
 class SearchConfig(BaseModel):
     """How `ems-ray search` runs: which algorithm, in-process (`local`) or as a Ray Tune run."""
 
@@ -272,13 +291,15 @@ class SearchConfig(BaseModel):
     lut: str | None = Field(None, description="cost-table Parquet; None builds it from the space")
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     num_samples: PositiveInt = Field(1000, description="scored candidates of the Optuna and random searchers")
-    batch: PositiveInt = Field(100, description="candidates per Tune trial of random search and TPE (the evolution's "
-                                                "and NSGA-II's batch is their generation)")
+    batch: PositiveInt | None = Field(None, description="candidates per Tune trial; None: 1000 for the evolution (whole "
+                                                        "generations, 10 of 100) and random search, 100 for TPE "
+                                                        "(NSGA-II: one generation)")
     max_concurrent: PositiveInt = Field(1, description="Tune trials in flight: a score takes microseconds, and with "
                                                        "more than one the evolution's generation barrier costs an "
                                                        "actor restart per generation (BENCHMARKS.md)")
     compare: CompareConfig = Field(default_factory=CompareConfig)
     pareto: ParetoConfig = Field(default_factory=ParetoConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _budget_parses(self) -> SearchConfig:

@@ -79,10 +79,12 @@ def run_search_stage(run: RunContext, config: SearchConfig, budget: Budget | str
     else:
         from ems_ray.ray_session import ray_session
 
+        from .compare import tune_loggers
         from .tune import run_tune_search
 
+        callbacks = tune_loggers(sc.tracking) if sc.tracking.mlflow is not None else None  # None: Tune's defaults
         with ray_session(run.ray):
             result = run_tune_search(scorer, budget, sc.algorithm, sc.evolution, sc.num_samples, run.seed,
                                      storage=out / "tune", name=sc.algorithm, max_concurrent=sc.max_concurrent,
-                                     check=False, batch=sc.batch)
+                                     check=False, batch=sc.batch, callbacks=callbacks)
     return result, save_result(result, scorer, out)

@@ -4,7 +4,9 @@ A trial's config carries its batch: `{"batch": k, "genes": <rows, packed>, "fron
 (`batch_genes(config)` unpacks the rows; `front` is the within-budget accuracy/cost front of every
 batch told before this one was asked, so the trial can report the hypervolume so far). The trial
 reports one score per row (`scores`), which the searcher tells its search. The evolution's batch
-is its generation; random search any size; Optuna (`optuna_searchers.py`) several asks.
+is one generation, or several run inside the trial (`EvolutionSegment`: the config also carries
+the evolution's `state`, and the trial reports the state after them); random search any size;
+Optuna (`optuna_searchers.py`) several asks.
 
 `save`/`restore` carry each searcher's whole state, batches in flight included, so
 `Tuner.restore` resumes a search exactly; Tune also pickles the searcher object into the Tuner
@@ -28,7 +30,7 @@ from .._base import BatchSearch
 from .._evolution import Evolution
 from .._random import RandomSearch
 from .._restricted import target_genome
-from .._scoring import gene_names, pareto_front, within
+from .._scoring import fits, gene_names, pareto_front
 from ..config import Budget, EvolutionConfig
 
 if TYPE_CHECKING:
@@ -77,7 +79,7 @@ class BatchSearcher(Searcher):
 
     def feasible(self, genes: np.ndarray) -> np.ndarray:
         """Which gene rows the budget admits (a method, not a closure: it pickles with the searcher)."""
-        return within(self.table.score(genes), self.budget)
+        return fits(self.table, self.budget, genes)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         self._metric = self._metric or metric
@@ -131,18 +133,82 @@ class BatchSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
+def pack_state(state: dict) -> str:
+    """A search's state (`BatchSearch.get_state`) as a config string (pickle, zlib, base64)."""
+    return base64.b64encode(zlib.compress(pickle.dumps(state), 6)).decode("ascii")
+
+
+def unpack_state(text: str) -> dict:
+    return pickle.loads(zlib.decompress(base64.b64decode(text)))
+
+
+class EvolutionSegment:
+    """Several generations of an evolution run inside one trial.
+
+    The next generation depends on the scores of the one before, so a trial of one generation
+    costs Tune's whole round trip (suggest, start the trial, report, complete: tens of
+    milliseconds) per 100 candidates. With `generations` > 1 the trial's config carries the
+    evolution's state, its first generation already asked; the trial scores it, tells it, asks
+    and scores the next ones itself, and reports the state after them, which the searcher takes.
+    The candidates and their order are the local driver's: the same `Evolution`, the same seed.
+    """
+
+    def __init__(self, genome: Genome, config: EvolutionConfig, table: CostTable, budget: Budget, generations: int):
+        self.genome, self.config, self.table, self.budget = genome, config, table, budget
+        self.generations = int(generations)
+
+    def feasible(self, genes: np.ndarray) -> np.ndarray:
+        return fits(self.table, self.budget, genes)
+
+    def run(self, config: dict, score) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+        """(rows, their scores, the evolution's state after them) of the segment in `config`;
+        `score(rows) -> {"accuracy": ..., costs...}` (`CandidateScorer.score`)."""
+        evolution = Evolution(self.genome, self.config, self.feasible)
+        evolution.set_state(unpack_state(config["state"]))
+        rows, scores = [], []
+        for _ in range(self.generations):
+            genes = evolution.pending if evolution.pending is not None else evolution.ask()
+            if not len(genes):
+                break
+            scores.append(score(genes))
+            evolution.tell(genes, scores[-1]["accuracy"])
+            rows.append(genes)
+        return (np.concatenate(rows), {k: np.concatenate([s[k] for s in scores]) for k in scores[0]},
+                evolution.get_state())
+
+
 class EvolutionSearcher(BatchSearcher):
-    """The paper's evolution (`Evolution`), one generation per trial."""
+    """The paper's evolution (`Evolution`), `generations_per_trial` generations per trial (more
+    than one: an `EvolutionSegment` in each trial, the `segment` this searcher's trainable needs)."""
 
     def __init__(self, table: CostTable, budget: Budget, config: EvolutionConfig | None = None, seed: int = 0,
-                 metric: str = METRIC, mode: str = MODE, genome: Genome | None = None):
+                 metric: str = METRIC, mode: str = MODE, genome: Genome | None = None, generations_per_trial: int = 1):
         genome = genome or target_genome(table)
         super().__init__(None, table, budget, None, metric, mode, genome)
-        self.search = Evolution(genome, config or EvolutionConfig(), self.feasible, seed)
+        config = config or EvolutionConfig()
+        self.search = Evolution(genome, config, self.feasible, seed)
+        if generations_per_trial < 1:
+            raise InputError(f"generations_per_trial must be >= 1, got {generations_per_trial}")
+        self.segment = (EvolutionSegment(genome, config, table, budget, generations_per_trial)
+                        if generations_per_trial > 1 else None)
 
     @property
     def evolution(self) -> Evolution:
         return self.search
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        config = super().suggest(trial_id)
+        if isinstance(config, dict) and self.segment is not None:
+            config["state"] = pack_state(self.search.get_state())  # its first generation asked
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self.segment is None or error or not result or "state" not in result:
+            return super().on_trial_complete(trial_id, result, error)  # a failed segment: its first generation worst
+        if self._live.pop(trial_id, None) is None:
+            return
+        self.search.set_state(unpack_state(result["state"]))
+        self._front = np.asarray(result["front"], dtype=np.float64).reshape(-1, 2)
 
 
 class RandomSearcher(BatchSearcher):
