@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="results/fmnist-qa/qa_vs_finetune.csv")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--report-from", nargs="*", default=None,
+                        help="CSV files to report from together (default: --out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_run_config(args.config)
@@ -115,7 +117,8 @@ def main() -> None:
                     f.flush()
                     print(f"pair {i} {kind} {method}: float {r.fp_acc:.4f} quantized {r.quant_acc:.4f} "
                           f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    report(read_rows(out), len(todo))
+    sources = [Path(f) for f in args.report_from] if args.report_from else [out]
+    report([row for source in sources for row in read_rows(source)], len(todo))
 
 
 def report(rows: list[dict], n_pairs: int) -> None:
@@ -130,13 +133,13 @@ def report(rows: list[dict], n_pairs: int) -> None:
             if not sel:
                 continue
             q = mean_sd([100 * float(r["quant_acc"]) for r in sel])
-            fp = mean_sd([100 * float(r["fp_acc"]) for r in sel])
+            fp = mean_sd([100 * float(r["fp_acc"]) for r in sel])["mean"]
             gaps = [100 * (float(r["quant_acc"]) - float(by[(int(r["pair"]), "finetune")]["quant_acc"]))
                     for r in sel if (int(r["pair"]), "finetune") in by]
             fp_gaps = [100 * (float(r["fp_acc"]) - float(by[(int(r["pair"]), "finetune")]["fp_acc"]))
                        for r in sel if (int(r["pair"]), "finetune") in by]
             secs = float(np.median([float(r["seconds"]) for r in sel]))
-            table.append((method, kind, len(sel), f"{q[0]:.2f} ± {q[1]:.2f}", f"{fp[0]:.2f}",
+            table.append((method, kind, len(sel), f"{q['mean']:.2f} ± {q['sd'] or 0:.2f}", f"{fp:.2f}",
                           f"{np.mean(gaps):+.2f} (worst {min(gaps):+.2f})" if gaps else "-",
                           f"{np.mean(fp_gaps):+.2f}" if fp_gaps else "-", f"{secs:.1f}"))
     print_table("Quantized accuracy (%, validation images) against the fine-tune recipe on the same pairs",
