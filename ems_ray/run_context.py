@@ -6,8 +6,8 @@ result depends on another section, that section, named as an argument), never th
 import upwards. `RunConfig.context()` builds the context; the pipeline's stage table and the CLI
 pass each stage its sections.
 
-Configs only: this module imports pydantic and the data config, never torch or Ray, so that the
-run config (which holds a `RayConfig`) loads fast.
+Configs only: this module imports pydantic, the data config and the hardware-target config, never
+torch or Ray, so that the run config (which holds a `RayConfig`) loads fast.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class RayConfig(BaseModel):
 @dataclass(frozen=True)
 class RunContext:
     """The settings every stage reads: where the run lives, its seed, search space, data, Ray, and
-    the cost table it prices with (see `ems_ray.hardware.run_cost_table`)."""
+    the cost table it prices with and for which hardware target (see `ems_ray.hardware.run_cost_table`)."""
 
     name: str
     run_dir: Path
