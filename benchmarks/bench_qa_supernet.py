@@ -121,6 +121,12 @@ def main() -> None:
     report([row for source in sources for row in read_rows(source)], len(todo))
 
 
+def paired_gaps(rows: list[dict], by: dict, column: str) -> list[float]:
+    """`column` of each row minus the same pair's fine-tune row, in points (pairs with one only)."""
+    return [100 * (float(r[column]) - float(by[(int(r["pair"]), "finetune")][column]))
+            for r in rows if (int(r["pair"]), "finetune") in by]
+
+
 def report(rows: list[dict], n_pairs: int) -> None:
     by = {(int(r["pair"]), r["method"]): r for r in rows if int(r["pair"]) < n_pairs}
     table = []
@@ -134,10 +140,7 @@ def report(rows: list[dict], n_pairs: int) -> None:
                 continue
             q = mean_sd([100 * float(r["quant_acc"]) for r in sel])
             fp = mean_sd([100 * float(r["fp_acc"]) for r in sel])["mean"]
-            gaps = [100 * (float(r["quant_acc"]) - float(by[(int(r["pair"]), "finetune")]["quant_acc"]))
-                    for r in sel if (int(r["pair"]), "finetune") in by]
-            fp_gaps = [100 * (float(r["fp_acc"]) - float(by[(int(r["pair"]), "finetune")]["fp_acc"]))
-                       for r in sel if (int(r["pair"]), "finetune") in by]
+            gaps, fp_gaps = (paired_gaps(sel, by, column) for column in ("quant_acc", "fp_acc"))
             secs = float(np.median([float(r["seconds"]) for r in sel]))
             table.append((method, kind, len(sel), f"{q['mean']:.2f} ± {q['sd'] or 0:.2f}", f"{fp:.2f}",
                           f"{np.mean(gaps):+.2f} (worst {min(gaps):+.2f})" if gaps else "-",

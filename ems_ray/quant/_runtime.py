@@ -7,6 +7,7 @@ float; the graph file alone cannot.
 """
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import re
@@ -43,25 +44,25 @@ def ort_session(onnx_path: str | Path | bytes, num_threads: int | None = None, p
     return ort.InferenceSession(model, options, providers=providers)
 
 
-def cpu_name() -> str:
+@functools.cache
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line of /proc/cpuinfo (read once per field and process), None off Linux."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
     """The CPU feature flags of this host (Linux; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 WEIGHT_STORAGES = ("auto", "int8", "uint8")
